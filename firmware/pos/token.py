@@ -1,0 +1,148 @@
+# The signed wallet token: the AUTHORIZE request the terminal sends, the wallet's
+# answer (issuer credential + counter + device signature), and the exact byte
+# strings each signature covers. Layouts are specified in PROTOCOL.md.
+
+from micropython import const
+
+from pos import tlv
+
+VERSION = const(1)
+ALG_ES256 = const(1)
+ALG_RS256 = const(2)
+
+# Domain separation: a credential signature can never be replayed as a tap
+# signature or vice versa, and a future version cannot be confused with this one.
+CRED_DOMAIN = b"OFFPAY-CRED-V1\x00"
+AUTH_DOMAIN = b"OFFPAY-AUTH-V1\x00"
+
+# Credential fields (tags 0x01..0x1F).
+T_CRED_VERSION = const(0x01)
+T_ISSUER_KID = const(0x02)
+T_ISSUER_ALG = const(0x03)
+T_WALLET_ID = const(0x04)
+T_SERIAL = const(0x05)
+T_DEVICE_ALG = const(0x06)
+T_DEVICE_KEY = const(0x07)
+T_TAP_LIMIT = const(0x08)
+T_OFFLINE_LIMIT = const(0x09)
+T_CRED_CURRENCY = const(0x0A)
+T_NOT_BEFORE = const(0x0B)
+T_NOT_AFTER = const(0x0C)
+T_ISSUER_SIG = const(0x1F)
+
+# AUTHORIZE command data (0x21..0x28).
+T_VERSION = const(0x21)
+T_TERMINAL_ID = const(0x22)
+T_MERCHANT_ID = const(0x23)
+T_AMOUNT = const(0x24)
+T_CURRENCY = const(0x25)
+T_UN = const(0x26)
+T_TIME = const(0x27)
+T_SEQ = const(0x28)
+
+# AUTHORIZE response data (0x31..0x34); 0x35 appears only inside the signed message.
+T_CREDENTIAL = const(0x31)
+T_COUNTER = const(0x32)
+T_SIG_ALG = const(0x33)
+T_DEVICE_SIG = const(0x34)
+T_CRED_HASH = const(0x35)
+
+MAX_CREDENTIAL = const(1024)
+MAX_MERCHANT_ID = const(16)
+TERMINAL_ID_LEN = const(8)
+UN_LEN = const(16)
+WALLET_ID_LEN = const(16)
+MAX_REQUEST = const(80)      # largest AUTHORIZE data field (see PROTOCOL.md)
+MAX_RESPONSE = const(1200)   # largest AUTHORIZE response data we will accept
+MAX_SIGNED = const(160)      # domain + request + counter/alg/hash fields
+
+CRED_SPEC = (
+    (T_CRED_VERSION, 1, 1, True),
+    (T_ISSUER_KID, 8, 8, True),
+    (T_ISSUER_ALG, 1, 1, True),
+    (T_WALLET_ID, 16, 16, True),
+    (T_SERIAL, 8, 8, True),
+    (T_DEVICE_ALG, 1, 1, True),
+    (T_DEVICE_KEY, 33, 65, True),
+    (T_TAP_LIMIT, 4, 4, True),
+    (T_OFFLINE_LIMIT, 4, 4, True),
+    (T_CRED_CURRENCY, 2, 2, True),
+    (T_NOT_BEFORE, 4, 4, True),
+    (T_NOT_AFTER, 4, 4, True),
+    (T_ISSUER_SIG, 64, 512, True),
+)
+
+RESPONSE_SPEC = (
+    (T_CREDENTIAL, 1, MAX_CREDENTIAL, True),
+    (T_COUNTER, 4, 4, True),
+    (T_SIG_ALG, 1, 1, True),
+    (T_DEVICE_SIG, 64, 64, True),
+)
+
+REQUEST_SPEC = (
+    (T_VERSION, 1, 1, True),
+    (T_TERMINAL_ID, 8, 8, True),
+    (T_MERCHANT_ID, 1, 16, True),
+    (T_AMOUNT, 4, 4, True),
+    (T_CURRENCY, 2, 2, True),
+    (T_UN, 16, 16, True),
+    (T_TIME, 4, 4, True),
+    (T_SEQ, 4, 4, True),
+)
+
+
+class Credential:
+    """A parsed issuer credential. Holds its own copy of the bytes, so it can be
+    cached after the receive buffer is reused."""
+
+    def __init__(self, raw):
+        self.raw = bytes(raw)
+        f = tlv.decode(self.raw, CRED_SPEC, [None] * len(CRED_SPEC))
+        if f[0][0] != VERSION:
+            raise tlv.TLVError("credential version")
+        self.issuer_kid = bytes(f[1])
+        self.issuer_alg = f[2][0]
+        self.wallet_id = bytes(f[3])
+        if self.wallet_id == bytes(WALLET_ID_LEN):
+            raise tlv.TLVError("zero wallet id")  # reserved: marks a free table slot
+        self.serial = bytes(f[4])
+        self.device_alg = f[5][0]
+        self.device_key = bytes(f[6])
+        self.tap_limit = tlv.uint(f[7])
+        self.offline_limit = tlv.uint(f[8])
+        self.currency = tlv.uint(f[9])
+        self.not_before = tlv.uint(f[10])
+        self.not_after = tlv.uint(f[11])
+        sig = f[12]
+        self.issuer_sig = bytes(sig)
+        # The signature is the last field, so the signed body is everything before it.
+        self.body_len = len(self.raw) - tlv.header_len(len(sig)) - len(sig)
+
+    def signed_bytes(self):
+        return CRED_DOMAIN + self.raw[:self.body_len]
+
+
+def encode_request(buf, pos, terminal_id, merchant_id, amount, currency, un, ttime, seq):
+    """Write the AUTHORIZE data field into `buf` at `pos`; returns the end."""
+    pos = tlv.put_uint(buf, pos, T_VERSION, VERSION, 1)
+    pos = tlv.put(buf, pos, T_TERMINAL_ID, terminal_id)
+    pos = tlv.put(buf, pos, T_MERCHANT_ID, merchant_id)
+    pos = tlv.put_uint(buf, pos, T_AMOUNT, amount, 4)
+    pos = tlv.put_uint(buf, pos, T_CURRENCY, currency, 2)
+    pos = tlv.put(buf, pos, T_UN, un)
+    pos = tlv.put_uint(buf, pos, T_TIME, ttime, 4)
+    return tlv.put_uint(buf, pos, T_SEQ, seq, 4)
+
+
+def signed_message(buf, request, counter, alg, cred_hash):
+    """The exact bytes the device signs, built into `buf`; returns the length.
+
+    AUTH_DOMAIN || request data (as sent) || counter || alg || SHA-256(credential).
+    """
+    n = len(AUTH_DOMAIN)
+    buf[0:n] = AUTH_DOMAIN
+    m = len(request)
+    buf[n:n + m] = request
+    pos = tlv.put_uint(buf, n + m, T_COUNTER, counter, 4)
+    pos = tlv.put_uint(buf, pos, T_SIG_ALG, alg, 1)
+    return tlv.put(buf, pos, T_CRED_HASH, cred_hash)

@@ -1,0 +1,332 @@
+"""Wallet and issuer simulator: the phone side of PROTOCOL.md, in CPython.
+
+An `Issuer` holds a signing key and issues credentials; a `Phone` holds a device
+key and a credential and answers the terminal's APDUs exactly as an Android HCE
+wallet following PROTOCOL.md would -- or misbehaves on demand (`Phone.fault`).
+
+This is deliberately a second, independent implementation of the encoding (it
+does not import the firmware), so the two sides cross-check each other.
+"""
+import hashlib
+import os
+import struct
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+AID = b"\xF0OFFPAY\x01"
+VERSION = 1
+ALG_ES256, ALG_RS256 = 1, 2
+ALG_NAMES = {ALG_ES256: "ES256", ALG_RS256: "RS256"}
+CRED_DOMAIN = b"OFFPAY-CRED-V1\x00"
+AUTH_DOMAIN = b"OFFPAY-AUTH-V1\x00"
+CHUNK = 240          # bytes of response data per R-APDU before chaining
+FAULTS = (
+    None,             # behave
+    "bad_sig",        # flip a bit of the device signature
+    "bad_cred_sig",   # present a credential whose issuer signature is forged
+    "replay",         # answer with the previous tap's response, byte for byte
+    "stale_counter",  # sign this challenge properly but reuse the last counter
+    "other_amount",   # sign a different amount than the terminal asked for
+    "truncate",       # cut the response short
+    "oversize",       # claim a credential longer than any the terminal accepts
+    "garbage",        # random bytes with 9000
+    "refuse",         # 6982: user did not confirm
+    "no_app",         # not our wallet: SELECT fails with 6A82
+    "endless_chain",  # keep answering 61xx forever
+)
+
+SW_OK = b"\x90\x00"
+
+
+class TLVError(ValueError):
+    pass
+
+
+def tlv(tag, value):
+    n = len(value)
+    if n < 0x80:
+        head = bytes((tag, n))
+    elif n < 0x100:
+        head = bytes((tag, 0x81, n))
+    elif n <= 0xFFFF:
+        head = bytes((tag, 0x82, n >> 8, n & 0xFF))
+    else:
+        raise TLVError("too long")
+    return head + bytes(value)
+
+
+def parse_tlv(data):
+    """Strict canonical parse: returns {tag: bytes}, tags strictly ascending."""
+    out = {}
+    pos, last = 0, -1
+    while pos < len(data):
+        if len(data) - pos < 2:
+            raise TLVError("truncated")
+        tag, ln = data[pos], data[pos + 1]
+        pos += 2
+        if ln == 0x81:
+            ln = data[pos]
+            pos += 1
+            if ln < 0x80:
+                raise TLVError("non-minimal")
+        elif ln == 0x82:
+            ln = int.from_bytes(data[pos:pos + 2], "big")
+            pos += 2
+            if ln < 0x100:
+                raise TLVError("non-minimal")
+        elif ln >= 0x80:
+            raise TLVError("bad length")
+        if tag <= last:
+            raise TLVError("order")
+        if pos + ln > len(data):
+            raise TLVError("overrun")
+        out[tag] = bytes(data[pos:pos + ln])
+        last = tag
+        pos += ln
+    return out
+
+
+def u32(v):
+    return struct.pack(">I", v)
+
+
+def es256_sign(key, message, deterministic=False):
+    der = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=deterministic))
+    r, s = utils.decode_dss_signature(der)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def es256_public(key, compressed=False):
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    fmt = PublicFormat.CompressedPoint if compressed else PublicFormat.UncompressedPoint
+    return key.public_key().public_bytes(Encoding.X962, fmt)
+
+
+class Issuer:
+    """An issuer: a key id, an algorithm and a private key."""
+
+    def __init__(self, kid=None, alg="ES256", key=None, not_before=0, not_after=0xFFFFFFFF,
+                 rsa_bits=2048):
+        self.kid = kid or os.urandom(8)
+        self.alg = {"ES256": ALG_ES256, "RS256": ALG_RS256}[alg]
+        if key is None:
+            if self.alg == ALG_ES256:
+                key = ec.generate_private_key(ec.SECP256R1())
+            else:
+                key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        self.key = key
+        self.not_before, self.not_after = not_before, not_after
+
+    @property
+    def public(self):
+        if self.alg == ALG_ES256:
+            return es256_public(self.key)
+        n = self.key.public_key().public_numbers().n
+        return n.to_bytes((n.bit_length() + 7) // 8, "big")
+
+    def config(self):
+        """This issuer's entry in a terminal's provisioning config."""
+        return {"kid": self.kid.hex(), "alg": ALG_NAMES[self.alg], "key": self.public.hex(),
+                "not_before": self.not_before, "not_after": self.not_after}
+
+    def sign(self, message):
+        if self.alg == ALG_ES256:
+            return es256_sign(self.key, message, deterministic=True)
+        return self.key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+
+    def issue(self, device_public, wallet_id=None, serial=None, tap_limit=5000,
+              offline_limit=20000, currency=978, not_before=0, not_after=0xFFFFFFFF,
+              forge=False):
+        """A credential (bytes) binding a device key to limits, signed by this issuer."""
+        body = b"".join((
+            tlv(0x01, bytes((VERSION,))),
+            tlv(0x02, self.kid),
+            tlv(0x03, bytes((self.alg,))),
+            tlv(0x04, wallet_id or os.urandom(16)),
+            tlv(0x05, serial or os.urandom(8)),
+            tlv(0x06, bytes((ALG_ES256,))),
+            tlv(0x07, device_public),
+            tlv(0x08, u32(tap_limit)),
+            tlv(0x09, u32(offline_limit)),
+            tlv(0x0A, struct.pack(">H", currency)),
+            tlv(0x0B, u32(not_before)),
+            tlv(0x0C, u32(not_after)),
+        ))
+        sig = self.sign(CRED_DOMAIN + body)
+        if forge:
+            sig = bytes(sig[:-1]) + bytes((sig[-1] ^ 1,))
+        return body + tlv(0x1F, sig)
+
+
+def parse_credential(raw):
+    f = parse_tlv(raw)
+    return {
+        "version": f[0x01][0], "issuer_kid": f[0x02], "issuer_alg": f[0x03][0],
+        "wallet_id": f[0x04], "serial": f[0x05], "device_alg": f[0x06][0],
+        "device_key": f[0x07], "tap_limit": int.from_bytes(f[0x08], "big"),
+        "offline_limit": int.from_bytes(f[0x09], "big"),
+        "currency": int.from_bytes(f[0x0A], "big"),
+        "not_before": int.from_bytes(f[0x0B], "big"),
+        "not_after": int.from_bytes(f[0x0C], "big"), "issuer_sig": f[0x1F],
+    }
+
+
+def auth_message(request_data, counter, alg, credential):
+    """The bytes the device signs (PROTOCOL.md, "Device signature")."""
+    return (AUTH_DOMAIN + bytes(request_data) + tlv(0x32, u32(counter))
+            + tlv(0x33, bytes((alg,))) + tlv(0x35, hashlib.sha256(credential).digest()))
+
+
+class Phone:
+    """A phone with an HCE wallet. `transceive(apdu) -> response` as over NFC."""
+
+    def __init__(self, issuer, name="phone", device_key=None, counter=0, fault=None,
+                 credential=None, uid=None, deterministic=False, compressed_key=False,
+                 **cred_args):
+        self.name = name
+        self.key = device_key or ec.generate_private_key(ec.SECP256R1())
+        self.counter = counter
+        self.fault = fault
+        self.deterministic = deterministic
+        self.uid = uid or (b"\x08" + os.urandom(3))  # random NFCID1, as phones do
+        pub = es256_public(self.key, compressed=compressed_key)
+        self.credential = credential or issuer.issue(pub, **cred_args)
+        self.selected = False
+        self.pending = b""
+        self.last_response = None
+        self.last_counter = None
+        self.log = []     # (ins, status word) per command, for tests
+
+    @property
+    def wallet_id(self):
+        return parse_credential(self.credential)["wallet_id"]
+
+    def removed(self):
+        """The phone left the field: the wallet session ends."""
+        self.selected = False
+        self.pending = b""
+
+    def transceive(self, apdu):
+        apdu = bytes(apdu)
+        resp = self._dispatch(apdu)
+        self.log.append((apdu[1] if len(apdu) > 1 else None, resp[-2:].hex()))
+        return resp
+
+    def _dispatch(self, apdu):
+        if len(apdu) < 4:
+            return b"\x67\x00"
+        cla, ins, p1, p2 = apdu[:4]
+        body = apdu[4:]
+        data, le = b"", None
+        if len(body) == 1:
+            le = body[0] or 256
+        elif len(body) > 1:
+            lc = body[0]
+            if lc == 0 or len(body) not in (1 + lc, 2 + lc):
+                return b"\x67\x00"
+            data = body[1:1 + lc]
+            if len(body) == 2 + lc:
+                le = body[-1] or 256
+        if cla == 0x00 and ins == 0xA4:
+            if p1 != 0x04 or p2 != 0x00:
+                return b"\x6A\x86"
+            if self.fault == "no_app" or data != AID:
+                self.selected = False
+                return b"\x6A\x82"
+            self.selected = True
+            self.pending = b""
+            return tlv(0x01, bytes((VERSION,))) + SW_OK
+        if cla == 0x00 and ins == 0xC0:
+            if self.fault == "endless_chain":
+                return b"\x00" * 16 + b"\x61\x10"
+            if not self.pending:
+                return b"\x69\x85"
+            return self._chunk(le or 256)
+        if cla == 0x80 and ins == 0xA0:
+            if not self.selected:
+                return b"\x69\x85"
+            if p1 or p2:
+                return b"\x6A\x86"
+            return self._authorize(data, le or 256)
+        if cla not in (0x00, 0x80):
+            return b"\x6E\x00"
+        return b"\x6D\x00"
+
+    def _chunk(self, le):
+        n = min(le, CHUNK)
+        out, self.pending = self.pending[:n], self.pending[n:]
+        if self.pending:
+            rest = len(self.pending)
+            return out + bytes((0x61, rest if rest < 256 else 0))
+        return out + SW_OK
+
+    def _authorize(self, data, le):
+        try:
+            req = parse_tlv(data)
+            need = {0x21: 1, 0x22: 8, 0x24: 4, 0x25: 2, 0x26: 16, 0x27: 4, 0x28: 4}
+            for tag, n in need.items():
+                if len(req.get(tag, b"")) != n:
+                    raise TLVError("field %02x" % tag)
+            if not 1 <= len(req.get(0x23, b"")) <= 16 or set(req) - set(need) - {0x23}:
+                raise TLVError("fields")
+        except (TLVError, IndexError):
+            return b"\x6A\x80"
+        if req[0x21][0] != VERSION:
+            return b"\x6A\x81"
+        if self.fault == "refuse":
+            return b"\x69\x82"
+        if self.fault == "garbage":
+            return os.urandom(40) + SW_OK
+        if self.fault == "replay" and self.last_response is not None:
+            self.pending = self.last_response
+            return self._chunk(le)
+        if self.fault == "stale_counter" and self.last_counter is not None:
+            counter = self.last_counter
+        else:
+            self.counter += 1
+            counter = self.counter
+        signed = data
+        if self.fault == "other_amount":
+            amount = int.from_bytes(req[0x24], "big") + 1
+            signed = data.replace(tlv(0x24, req[0x24]), tlv(0x24, u32(amount)), 1)
+        sig = es256_sign(self.key, auth_message(signed, counter, ALG_ES256, self.credential),
+                         deterministic=self.deterministic)
+        if self.fault == "bad_sig":
+            sig = sig[:10] + bytes((sig[10] ^ 0x40,)) + sig[11:]
+        cred = self.credential
+        if self.fault == "oversize":
+            cred = cred + b"\x00" * 1100
+        resp = (tlv(0x31, cred) + tlv(0x32, u32(counter)) + tlv(0x33, bytes((ALG_ES256,)))
+                + tlv(0x34, sig))
+        if self.fault == "truncate":
+            resp = resp[:len(resp) // 2]
+        self.last_response = resp
+        self.last_counter = counter
+        self.pending = resp
+        return self._chunk(le)
+
+
+def authorize_apdu(terminal_id, merchant_id, amount, currency, un, ttime, seq):
+    """Build an AUTHORIZE command as a terminal would (used by tests and vectors)."""
+    data = b"".join((
+        tlv(0x21, bytes((VERSION,))), tlv(0x22, terminal_id), tlv(0x23, merchant_id),
+        tlv(0x24, u32(amount)), tlv(0x25, struct.pack(">H", currency)), tlv(0x26, un),
+        tlv(0x27, u32(ttime)), tlv(0x28, u32(seq)),
+    ))
+    return bytes((0x80, 0xA0, 0x00, 0x00, len(data))) + data + b"\x00", data
+
+
+SELECT_APDU = bytes((0x00, 0xA4, 0x04, 0x00, len(AID))) + AID + b"\x00"
+
+
+def run_tap(phone, apdu):
+    """Send an APDU and follow 61xx chaining like a terminal; returns (data, sw)."""
+    out = b""
+    resp = phone.transceive(apdu)
+    for _ in range(16):
+        out += resp[:-2]
+        if resp[-2] != 0x61:
+            return out, resp[-2:]
+        resp = phone.transceive(bytes((0x00, 0xC0, 0x00, 0x00, resp[-1])))
+    raise RuntimeError("endless chaining")

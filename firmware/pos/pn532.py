@@ -234,9 +234,8 @@ class PN532:
 
     # ---- frame level -------------------------------------------------------------------
     def _recv(self):
-        """Read one frame that is (starting to be) available. -> (kind, length).
-
-        DATA payload (TFI+PD) is left in self._rx[0:length]."""
+        """Read one frame that is (starting to be) available. -> (kind, length); kind 0
+        when only 0x00 filler arrived. DATA payload (TFI+PD) is left in self._rx[0:length]."""
         t = self._t
         rx = self._rx
         b1 = self._b1
@@ -244,12 +243,17 @@ class PN532:
         try:
             prev = -1
             skipped = 0
+            junk = False
             while True:
                 if t.read(b1) != 1:
-                    raise FrameError("no start code")
+                    if junk:
+                        raise FrameError("no start code")
+                    return 0, 0  # only 00s (a postamble / preamble): nothing yet
                 b = b1[0]
                 if prev == 0 and b == 0xFF:
                     break
+                if b:
+                    junk = True
                 prev = b
                 skipped += 1
                 if skipped > _MAX_SKIP:
@@ -283,12 +287,10 @@ class PN532:
         finally:
             t.read_end()
 
-    def _wait(self, ms):
-        """Generator: yield sleep requests until the transport is ready; PN532Timeout after ms."""
+    def _wait(self, start, ms):
+        """Generator: yield sleep requests until the transport is ready; PN532Timeout
+        once ms have passed since start (ticks_ms)."""
         t = self._t
-        if t.ready():
-            return
-        start = time.ticks_ms()
         while not t.ready():
             if time.ticks_diff(time.ticks_ms(), start) >= ms:
                 raise PN532Timeout("no answer")
@@ -316,9 +318,10 @@ class PN532:
         while not acked:
             t.write(frame)
             sends += 1
+            start = time.ticks_ms()
             while True:
                 try:
-                    yield from self._wait(_ACK_MS + n // 8)
+                    yield from self._wait(start, _ACK_MS + n // 8)
                 except PN532Timeout:
                     raise PN532Timeout("no ACK")
                 try:
@@ -330,6 +333,8 @@ class PN532:
                         raise
                     acked = True
                     break
+                if kind == 0:
+                    continue
                 if kind == ACK:
                     acked = True
                     break
@@ -342,9 +347,10 @@ class PN532:
                 errors += 1  # stale frame from an aborted command
                 if errors > self.retries + 2:
                     raise FrameError("unexpected frame")
+        start = time.ticks_ms()
         while True:
             try:
-                yield from self._wait(timeout_ms)
+                yield from self._wait(start, timeout_ms)
             except PN532Timeout:
                 self._abort()
                 if idle_ok:
@@ -357,6 +363,8 @@ class PN532:
                 if errors > self.retries:
                     raise
                 t.write(_NACK_FRAME)  # ask for the same response again
+                continue
+            if kind == 0:
                 continue
             if kind != DATA:
                 errors += 1

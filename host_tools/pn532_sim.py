@@ -6,7 +6,11 @@
         ... the terminal connects to 127.0.0.1:sim.port ...
         sim.totals("activation")["air_us"]
 
-    python -m host_tools.pn532_sim --port 0 [--pty] [--phone echo]
+    python -m host_tools.pn532_sim --port 0 [--pty] [--phone echo] [--control-port 0]
+
+A test running elsewhere (e.g. a MicroPython script) can drive faults and phones over an
+optional line-based control port: PN532Sim(control_port=0) -> sim.control_port; one command
+per line, answered "ok ..." or "err ..."; see PN532Sim.control().
 
 The reader: ACK after each valid command frame, then the response frame; host NACK ->
 the last response is sent again; host ACK -> the command in progress is aborted; frames
@@ -138,12 +142,15 @@ class _Active:
 
 
 class PN532Sim:
-    def __init__(self, port=0, host="127.0.0.1", *, pty=False, seed=None, baud=115200,
+    def __init__(self, port=0, host="127.0.0.1", *, pty=False, control_port=None, seed=None,
+                 baud=115200,
                  time_scale=0.0, fsd=64, reader_us=300, phone_us=2000,
                  firmware=(0x32, 0x01, 0x06, 0x07), ins_names=None, log_max=10000):
         self.host = host
         self.port = port
         self.use_pty = pty
+        self.control_port = control_port
+        self._csock = None
         self.pty_path = None
         self.baud = baud
         self.time_scale = time_scale
@@ -188,6 +195,15 @@ class PN532Sim:
             tty.setraw(self._slave)
             self.pty_path = os.ttyname(self._slave)
             self._spawn(self._pty_loop)
+        if self.control_port is not None:
+            cs = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            cs.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            cs.bind((self.host, self.control_port))
+            cs.listen(2)
+            cs.settimeout(0.05)
+            self._csock = cs
+            self.control_port = cs.getsockname()[1]
+            self._spawn(self._control_accept)
         self._spawn(self._tick_loop)
         return self
 
@@ -200,8 +216,9 @@ class PN532Sim:
                 c.close()
             except OSError:
                 pass
-        if self._lsock:
-            self._lsock.close()
+        for ls in (self._lsock, self._csock):
+            if ls:
+                ls.close()
         for fd in (self._master, self._slave):
             if fd is not None:
                 try:
@@ -278,6 +295,81 @@ class PN532Sim:
                 continue
             if d:
                 self.feed(d, out)
+
+    def _control_accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self._csock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self._conns.append(c)
+            self._spawn(self._control_loop, c)
+
+    def _control_loop(self, c):
+        c.settimeout(0.05)
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                d = c.recv(1024)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not d:
+                break
+            buf += d
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    reply = "ok " + str(self.control(line.decode().strip()))
+                except Exception as e:  # report to the client, keep serving
+                    reply = "err %s: %s" % (type(e).__name__, e)
+                try:
+                    c.sendall(reply.encode() + b"\n")
+                except OSError:
+                    return
+
+    def control(self, line):
+        """One text command (control port / CLI): add [echo] [uid-hex] | remove | clear |
+        corrupt N | nack N | silence N [ack] | garbage N | remove_after K [mid] | wedge |
+        clear_faults | phase NAME|- | reset_clock | totals [PHASE] | stats. Returns a string."""
+        import json
+
+        w = line.split()
+        if not w:
+            return ""
+        op, a = w[0], w[1:]
+        if op == "add":
+            uid = next((bytes.fromhex(x) for x in a if x != "echo"), None)
+            self.add_phone(EchoPhone(uid=uid))
+            return str(len(self.phones))
+        if op in ("remove", "clear"):
+            self.clear()
+        elif op == "corrupt":
+            self.corrupt_responses(int(a[0]) if a else 1)
+        elif op == "nack":
+            self.nack_commands(int(a[0]) if a else 1)
+        elif op == "silence":
+            self.silence(int(a[0]) if a else 1, ack="ack" in a)
+        elif op == "garbage":
+            self.garbage(n=int(a[0]) if a else 16)
+        elif op == "remove_after":
+            self.remove_phone_after(int(a[0]) if a else 0, mid_chain="mid" in a)
+        elif op == "wedge":
+            self.wedge()
+        elif op == "clear_faults":
+            self.clear_faults()
+        elif op == "phase":
+            self.set_phase(None if not a or a[0] == "-" else a[0])
+        elif op == "reset_clock":
+            self.reset_clock()
+        elif op == "totals":
+            return json.dumps(self.totals(a[0] if a else None))
+        elif op == "stats":
+            return json.dumps(dict(self.stats))
+        else:
+            raise ValueError("unknown command " + op)
+        return ""
 
     def _tick_loop(self):
         while not self._stop.is_set():
@@ -828,15 +920,20 @@ def main(argv=None):
     ap.add_argument("--time-scale", type=float, default=0.0,
                     help="sleep modelled time x scale before each response (0 = instant)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--control-port", type=int, default=None,
+                    help="line-based control port (0 = ephemeral), see PN532Sim.control")
     ap.add_argument("--duration", type=float, default=None, help="exit after N seconds")
     a = ap.parse_args(argv)
-    sim = PN532Sim(a.port, a.host, pty=a.pty, seed=a.seed, time_scale=a.time_scale).start()
+    sim = PN532Sim(a.port, a.host, pty=a.pty, control_port=a.control_port, seed=a.seed,
+                   time_scale=a.time_scale).start()
     if a.phone == "echo":
         sim.add_phone(EchoPhone())
     print("pn532-sim listening on %s:%d" % (a.host, sim.port), flush=True)
     print("PORT=%d" % sim.port, flush=True)
     if sim.pty_path:
         print("PTY=%s" % sim.pty_path, flush=True)
+    if sim.control_port is not None:
+        print("CONTROL=%d" % sim.control_port, flush=True)
     try:
         t0 = time.monotonic()
         while a.duration is None or time.monotonic() - t0 < a.duration:

@@ -61,7 +61,7 @@ try:
 except ImportError:  # build without MICROPY_PY_BINASCII_CRC32
     _crc32 = None
 
-MAX_RECORD = const(1024)
+MAX_RECORD = const(1536)  # the app's records reach 1400 bytes (app.RECORD_MAX)
 HEADER = const(12)
 SEGMENT_SIZE = const(32768)
 RESERVE = const(16384)
@@ -475,12 +475,12 @@ class Journal:
 
     # -- upload cursor ----------------------------------------------------------
 
-    @property
     def cursor(self):
+        """Id of the last record the host has acknowledged (0: none)."""
         return self._cursor
 
-    @property
     def next_rid(self):
+        """Id the next append() will return (unless a power cut intervenes)."""
         return self._next
 
     def pending(self):

@@ -71,9 +71,9 @@ def run():
     flash.mount(dev)
     j = Journal(DIR, segment_size=SEG)
     j.open()
-    note("N", j.next_rid, j.cursor)
+    note("N", j.next_rid(), j.cursor())
     for i in range(100, 116):
-        note("S", j.next_rid, i)  # in flight
+        note("S", j.next_rid(), i)  # in flight
         rid = j.append(rec(i))
         note("A", rid, i)  # the till would now print APPROVED
         if i % 5 == 4:
@@ -110,7 +110,7 @@ def verify():
     j = Journal(DIR, segment_size=SEG)
     report = j.open()
     assert report == [], report
-    cur = j.cursor
+    cur = j.cursor()
     assert cursor <= cur <= max(cursor, cursor_try), ("cursor", cur, cursor, cursor_try)
     got = {}
     prev = 0

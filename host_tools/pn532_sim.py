@@ -613,7 +613,7 @@ class PN532Sim:
             if (sum(body) + dcs) & 0xFF:
                 self.stats["bad_frames"] += 1
                 continue
-            self._command(out, body, need + 1, delayed)
+            self._command(out, body, need + 2, delayed)  # + preamble + postamble
 
     def _wire(self, resp):
         """A response frame as it goes on the wire (maybe corrupted by a fault)."""

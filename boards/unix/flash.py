@@ -251,8 +251,10 @@ def umount(mountpoint="/flash"):
     vfs.umount(mountpoint)
 
 
-def setup(image, mountpoint="/flash", blocks=_BLOCKS):
-    """Board entry: image file -> device (cut settings from env) -> mounted fs."""
-    dev = from_env(image, blocks)
-    mount(dev, mountpoint)
-    return dev
+def setup(image=None, mountpoint="/flash", blocks=_BLOCKS):
+    """Board entry: image file (POS_FLASH if not given) -> device (cut
+    settings from env) -> littlefs mounted at `mountpoint`.  Returns the
+    directory for the journal, as boards/esp32/flash.setup() does."""
+    image = image or os.getenv("POS_FLASH") or "flash.img"
+    mount(from_env(image, blocks), mountpoint)
+    return mountpoint + "/journal"

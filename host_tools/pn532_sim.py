@@ -41,7 +41,8 @@ Virtual clock (never slows the simulation unless time_scale > 0): per command, U
 time at 106 kbps (1 ETU = 128/13.56 MHz; 9 bits/byte + SOF/EOF; 1172/fc frame delay each
 way; ISO-DEP I-blocks limited by FSC (from the ATS) one way and the PN532's FSD the other,
 R(ACK) per chained block) and phone time. Phase of a command: set_phase(name) if set,
-else "activation" (InListPassiveTarget), ins_names[INS] of the APDU ("select" for A4), or
+else "activation" (InListPassiveTarget), ins_names[INS] of the APDU ("select" for A4,
+"authorize" for A0; GET RESPONSE (C0) counts for the command it continues), or
 "apdu_XX", or "reader" for everything else. totals(phase) / phases() / log / reset_clock().
 
 Faults (each applies to upcoming traffic; clear_faults() resets):
@@ -158,7 +159,7 @@ class PN532Sim:
         self.reader_us = reader_us
         self.phone_us = phone_us
         self.firmware = bytes(firmware)
-        self.ins_names = {0xA4: "select"}
+        self.ins_names = {0xA4: "select", 0xA0: "authorize"}  # PROTOCOL.md section 5
         if ins_names:
             self.ins_names.update(ins_names)
         self.rng = random.Random(seed)
@@ -174,6 +175,7 @@ class PN532Sim:
         self._conns = []
         self._master = self._slave = None
         self._phase = None
+        self._prev_phase = None
         self._totals = {}
         self._reset_chip()
         self.clear_faults()
@@ -901,9 +903,12 @@ class PN532Sim:
         return b"\x01", self._account(phase, 0x40, uart, fwt)
 
     def _name_of(self, capdu):
-        if len(capdu) >= 2:
-            return self.ins_names.get(capdu[1], "apdu_%02X" % capdu[1])
-        return "apdu"
+        if len(capdu) < 2:
+            return "apdu"
+        if capdu[1] == 0xC0 and self._prev_phase:  # GET RESPONSE continues the last command
+            return self._prev_phase
+        self._prev_phase = self.ins_names.get(capdu[1], "apdu_%02X" % capdu[1])
+        return self._prev_phase
 
 
 class _Syntax(Exception):

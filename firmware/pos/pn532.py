@@ -82,6 +82,7 @@ _MAX_SKIP = const(300)  # garbage bytes tolerated before a start code
 _SHORT_MS = const(100)  # local (non-RF) commands
 _ACK_MS = const(30)  # ACK arrives ~1 ms after the command frame; plus tx time
 _SETTLE_MS = const(5)
+_SPIN_MS = const(3)  # poll without sleeping for the first ms of a wait
 
 # Frame kinds returned by decode()
 ACK = const(1)
@@ -292,9 +293,11 @@ class PN532:
         once ms have passed since start (ticks_ms)."""
         t = self._t
         while not t.ready():
-            if time.ticks_diff(time.ticks_ms(), start) >= ms:
+            waited = time.ticks_diff(time.ticks_ms(), start)
+            if waited >= ms:
                 raise PN532Timeout("no answer")
-            yield self.poll_ms
+            # ACKs come ~1 ms after a command: poll tightly at first (0 = just yield)
+            yield 0 if waited < _SPIN_MS else self.poll_ms
 
     def _abort(self):
         """Send ACK: the PN532 aborts the command in progress. Drop whatever was in flight."""
@@ -385,7 +388,9 @@ class PN532:
         sleep = self._sleep
         try:
             while True:
-                sleep(next(g))
+                ms = next(g)
+                if ms:
+                    sleep(ms)
         except StopIteration as e:
             return e.value
 

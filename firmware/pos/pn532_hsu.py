@@ -22,7 +22,7 @@ class PN532_HSU:
         self.timeout_ms = timeout_ms
         self._sleep = sleep_ms or time.sleep_ms
         self._reset = reset
-        self._junk = bytearray(32)
+        self._junkv = memoryview(bytearray(32))
 
     def reset(self):
         if self._reset is not None:
@@ -40,9 +40,11 @@ class PN532_HSU:
         """Discard pending input (stale bytes of an aborted exchange)."""
         u = self._uart
         for _ in range(_DRAIN_MAX):
-            if not u.any():
+            n = u.any()
+            if not n:
                 return
-            u.readinto(self._junk)
+            # exactly what is there: a larger read would wait timeout_char for more
+            u.readinto(self._junkv[0:n] if n < 32 else self._junkv)
 
     def write(self, buf):
         self.drain()
@@ -62,13 +64,16 @@ class PN532_HSU:
         n = len(mv)
         got = 0
         u = self._uart
-        deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms + n // 8)
+        start = time.ticks_ms()
+        limit = self.timeout_ms + n // 8
         while got < n:
             r = u.readinto(mv[got:] if got else mv)
             if r:
                 got += r
                 continue
-            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+            waited = time.ticks_diff(time.ticks_ms(), start)
+            if waited >= limit:
                 break
-            self._sleep(1)
+            if waited >= 2:  # bytes come every 87 us: spin briefly, then back off
+                self._sleep(1)
         return got

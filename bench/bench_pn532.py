@@ -86,10 +86,10 @@ class WalletLike:
         return b"\x6d\x00"
 
 
-def run(cred_len, n=20):
+def run(cred_len, n=20, time_scale=0.0):
     exe = os.environ.get("MICROPYTHON") or str(Path(sys.executable).with_name("micropython"))
     env = dict(os.environ, MICROPYPATH=":".join([str(ROOT / "boards" / "unix"), str(ROOT / "firmware")]))
-    with PN532Sim(0, seed=1) as sim:
+    with PN532Sim(0, seed=1, time_scale=time_scale) as sim:
         phone = WalletLike(cred_len)
         sim.add_phone(phone)
         p = subprocess.run([exe, "-X", "heapsize=128k", "-c", MP, str(sim.port), str(n)],
@@ -122,6 +122,30 @@ def main():
                 name, c, t["air_us"] / n, t["uart_us"] / n, t["reader_us"] / n,
                 t["phone_us"] / n, t["total_us"] / n, wall.get(name, 0)))
         print("begin() wall %d us, release() wall %d us" % (wall["begin"], wall["release"]))
+    # paced: the simulator sleeps the modelled time before each response, so the driver's
+    # timeouts and waits run against realistic delays
+    ph, wall, n, rlen = run(1024, n=3, time_scale=1.0)
+    print("\npaced run (time_scale=1), credential 1024: wall per tap (us): "
+          + ", ".join("%s %d" % (k, wall[k]) for k in ("activation", "select", "authorize"))
+          + "; modelled: " + ", ".join("%s %d" % (k, ph[k]["total_us"] / n - ph[k]["uart_us"] / n)
+                                        for k in ("activation", "select", "authorize"))
+          + " (modelled minus UART, which the socket does not pace)")
+    mem = subprocess.run([os.environ.get("MICROPYTHON") or str(Path(sys.executable).with_name("micropython")),
+                          "-X", "heapsize=128k", "-c", MEM], capture_output=True, text=True,
+                         env=dict(os.environ, MICROPYPATH=str(ROOT / "firmware")), timeout=30)
+    print(mem.stdout.strip())
+
+
+MEM = """
+import gc
+from pos.pn532 import PN532
+from pos.pn532_hsu import PN532_HSU
+class U:
+    def any(self): return 0
+gc.collect(); a = gc.mem_free()
+nfc = PN532(PN532_HSU(U()))
+gc.collect(); print("driver RAM (PN532 + PN532_HSU objects, unix port): %d bytes" % (a - gc.mem_free()))
+"""
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ phone computes an APDU answer. Once a frame starts arriving it is read in one go
 
 Transport interface (duck-typed): wakeup(), reset(), write(buf), ready() -> bool,
 read_begin(), read(mv) -> n (fills mv, fewer bytes on timeout), read_end(),
-drain(), WAKE_SOURCE (PowerDown wake-up enable bit).
+drain(), WAKE_SOURCE (PowerDown wake-up enable bit), STREAM (True for a byte stream
+like HSU, where ready() may be asked between bytes).
 """
 from micropython import const
 import time
@@ -216,6 +217,7 @@ class PN532:
     def __init__(self, transport, *, timeout_ms=1000, retries=2, poll_ms=2, sleep_ms=None,
                  chunk=262, max_response=4096):
         self._t = transport
+        self._stream = getattr(transport, "STREAM", False)  # byte stream (HSU) vs framed reads
         self.timeout_ms = timeout_ms
         self.retries = retries
         self.poll_ms = poll_ms
@@ -240,12 +242,15 @@ class PN532:
         t = self._t
         rx = self._rx
         b1 = self._b1
+        stream = self._stream
         t.read_begin()
         try:
             prev = -1
             skipped = 0
             junk = False
             while True:
+                if stream and not junk and skipped and not t.ready():
+                    return 0, 0  # only 00 filler so far: let the caller wait (and yield)
                 if t.read(b1) != 1:
                     if junk:
                         raise FrameError("no start code")

@@ -16,6 +16,7 @@ _WAKE = b"\x55\x55\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
 class PN532_HSU:
     WAKE_SOURCE = 0x10  # PowerDown WakeUpEnable bit for HSU
+    STREAM = True
 
     def __init__(self, uart, *, timeout_ms=20, sleep_ms=None, reset=None):
         self._uart = uart

@@ -476,6 +476,36 @@ def test_async_variants():
     assert t.uid == b"\x08\x01\x02\x03" and r[-2:] == b"\x90\x00" and p
 
 
+def test_async_poll_does_not_block_the_loop():
+    import sys
+
+    if ".frozen" not in sys.path:
+        sys.path.append(".frozen")
+    import asyncio
+
+    chip, uart, nfc = ready()
+    chip.target = None
+    chip.inlist_pending = True
+    ticks = [0]
+    done = [False]
+
+    async def ticker():
+        while not done[0]:
+            ticks[0] += 1
+            await asyncio.sleep_ms(1)
+
+    async def main():
+        task = asyncio.create_task(ticker())
+        t = await nfc.poll_async(60)
+        done[0] = True
+        await task
+        return t
+
+    assert asyncio.run(main()) is None
+    assert ticks[0] >= 15, ticks  # the loop ran all along the 60 ms wait
+    assert chip.acks == 1
+
+
 def test_exceptions_hierarchy():
     for c in (PN532Timeout, FrameError, StatusError, TargetLost):
         assert issubclass(c, PN532Error)

@@ -23,15 +23,30 @@ Public API (PN532):
     rf_field(on)                      RFConfiguration item 1
     rf_timeouts(atr_res=0x0B, retry=0x0A)   RFConfiguration item 2 (codes per UM0701)
     set_retries(atr=0xFF, psl=0x01, passive=0xFF)   RFConfiguration item 5
-    poll(timeout_ms=100) -> Target | None       InListPassiveTarget, 1 target, 106 kbps A
-    apdu(capdu, timeout_ms=None) -> bytes       InDataExchange with MI chaining both ways
-    release()                                   InRelease of the active target
+    poll(timeout_ms=100) -> Target | None
+        InListPassiveTarget (1 target, 106 kbps type A). With MaxRetries 0xFF (default) the
+        PN532 keeps polling; at timeout_ms the driver aborts it with an ACK and returns None.
+        A "NbTg = 0" answer (finite retries) is re-sent until timeout_ms.
+    apdu(capdu, timeout_ms=None) -> bytes       R-APDU data + SW1 SW2
+        InDataExchange; C-APDUs > chunk (262) go out in parts with the MI bit (0x40) in Tg;
+        while the status has MI, "D4 40 Tg" (no data) fetches the next part. timeout_ms
+        (default self.timeout_ms) applies to each frame. Never re-sent on errors (an APDU
+        may not be idempotent): corrupted answers are re-requested with NACK instead.
+    release() -> bool                           InRelease; target cleared even if it fails
     present(timeout_ms=50) -> bool
-    recover()                                   re-sync a wedged reader; raises if it stays dead
-    power_down(wake=None)                       PowerDown; next command wakes the chip first
+        active target: Diagnose NumTst 6 (ISO 14443-4 presence check, status 0 = present);
+        no active target: a short poll + InRelease (re-activates the phone if it is there).
+    recover() -> True                           wake-up, ACK (abort), drain, SAM + RF config;
+                                                3 attempts, then re-raises the last error
+    power_down(wake=None)                       PowerDown (wake = transport.WAKE_SOURCE);
+                                                the next command sends the wake-up first
     wakeup()
     target                                      the active Target or None
+    firmware                                    (ic, ver, rev, support) after begin()
     async variants: poll_async, apdu_async, present_async (same arguments)
+
+Module level: encode(buf, cmd, params=b"", data=b"") -> n; decode(buf, n) -> (kind, off, len)
+with kind ACK / NACK / DATA (raises FrameError).
 
 Target: .tg .sens_res (int) .sel_res (int) .uid (bytes) .ats (bytes, b"" if none)
 

@@ -30,12 +30,12 @@ def _ok(r):
 def test_unix_board_pieces(tmp_path, monkeypatch):
     monkeypatch.setenv("POS_TEST_TMP", str(tmp_path))
     monkeypatch.setenv("POS_TILL", "127.0.0.1:%d" % _free_port())
-    _ok(run_mp(MP / "test_unix_board.py", path=[ROOT / "boards" / "unix"], timeout=60))
+    _ok(run_mp(MP / "unix_board_unit.py", path=[ROOT / "boards" / "unix"], timeout=60))
 
 
 def test_esp32_board_against_fakes(tmp_path, monkeypatch):
     monkeypatch.setenv("POS_TEST_TMP", str(tmp_path))
-    _ok(run_mp(MP / "test_esp32_board.py",
+    _ok(run_mp(MP / "esp32_board_unit.py",
                path=[ROOT / "tests" / "fakes", ROOT / "boards" / "esp32"], timeout=60))
 
 

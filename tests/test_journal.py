@@ -24,19 +24,19 @@ def _run(script, tmp_path, monkeypatch):
 
 
 def test_journal_in_unix_port(tmp_path, monkeypatch):
-    r = _run("test_journal.py", tmp_path, monkeypatch)
+    r = _run("journal_unit.py", tmp_path, monkeypatch)
     for line in r.stdout.splitlines():
         if line.startswith("BENCH"):
             print(line)
 
 
 def test_flash_device_in_unix_port(tmp_path, monkeypatch):
-    _run("test_flash.py", tmp_path, monkeypatch)
+    _run("flash_unit.py", tmp_path, monkeypatch)
 
 
 def test_host_tool_reads_the_image(tmp_path, monkeypatch):
     littlefs = pytest.importorskip("littlefs")
-    _run("test_flash.py", tmp_path, monkeypatch)
+    _run("flash_unit.py", tmp_path, monkeypatch)
     data = (tmp_path / "host_check.img").read_bytes()
     assert len(data) == 64 * 4096
     ctx = littlefs.UserContext(len(data), bytearray(data))

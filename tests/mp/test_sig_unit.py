@@ -1,0 +1,117 @@
+# pos.sig / pos.p256 internals, inside the unix port (run by tests/test_firmware_unit.py).
+# Bulk correctness (Wycheproof, cross-checks against `cryptography`) lives in tests/test_sig.py.
+import os
+import sys
+
+import unit
+from pos import p256
+from pos.sig import is_warm, verify, warm
+
+# Wycheproof ecdsa_secp256r1_sha256_p1363 tcId 1.
+PUB = bytes.fromhex(
+    "042927b10512bae3eddcfe467828128bad2903269919f7086069c8c4df6c732838"
+    "c7787964eaac00e5921fb1498a60f4606766b3d9685001558d1a974e7341513e"
+)
+MSG = bytes.fromhex("313233343030")
+SIG = bytes.fromhex(
+    "2ba3a8be6b94d5ec80a6d9d1190a436effe50d85a1eee859b8cc6af9bd5c2e18"
+    "4cd60b855d442f5b3c7b11eb6c4e0ae7525fe710fab9aa7c77a67f79e6fadd76"
+)
+GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
+
+
+def compressed(pub):
+    return bytes([2 + (pub[64] & 1)]) + pub[1:33]
+
+
+def g_multiples():
+    # Distinct valid public keys without a key generator: the odd multiples
+    # of G that the Q-table builder produces for G itself.
+    t = p256._table(GX, GY)
+    return [b"\x04" + t[o : o + 64] for o in range(0, len(t), 64)]
+
+
+def test_import_is_light():
+    # The G table is imported on first ES256 verify, not with pos.sig (tests
+    # run in name order; none before this one verifies).
+    assert "pos.p256_gtab" not in sys.modules
+
+
+def test_known_vector_and_compressed_key():
+    assert verify("ES256", PUB, MSG, SIG) is True
+    assert verify("ES256", compressed(PUB), MSG, SIG) is True
+    assert verify("ES256", PUB, MSG + b"!", SIG) is False
+    bad = bytearray(SIG)
+    bad[63] ^= 1
+    assert verify("ES256", PUB, MSG, bad) is False
+
+
+def test_warm_api():
+    pub = g_multiples()[5]
+    assert not is_warm("ES256", pub)
+    assert warm("ES256", pub) is True
+    assert is_warm("ES256", pub)
+    assert warm("ES256", b"\x04" + bytes(64)) is False
+    assert warm("RS256", pub) is False
+    assert is_warm("ES256", None) is False
+
+
+def test_cache_is_bounded_lru():
+    keys = g_multiples()
+    first = keys[0]
+    for k in keys[: p256.CACHE_KEYS]:
+        assert warm("ES256", k)
+    warm("ES256", first)  # most recently used now
+    for k in keys[p256.CACHE_KEYS : p256.CACHE_KEYS + 3]:
+        warm("ES256", k)
+    assert len(p256._cache) == p256.CACHE_KEYS
+    assert is_warm("ES256", first)
+    assert not is_warm("ES256", keys[1])
+
+
+def test_table_matches_decoded_point():
+    # Entry 0 of chunk 0 is Q itself; entry 1 is 3Q; chunk k starts at 2^(64k) Q.
+    pub = g_multiples()[3]
+    t = p256.key_table(pub)
+    assert bytes(t[:64]) == pub[1:]
+    t3 = p256._table(GX, GY)
+    per_chunk = 1 << (p256.Q_WINDOW - 2)
+    # 2^64 * G is the first entry of G's chunk 1 in the committed G table.
+    from pos import p256_gtab
+
+    g_per_chunk = 1 << (p256_gtab.W - 2)
+    assert bytes(t3[64 * per_chunk : 64 * per_chunk + 64]) == p256_gtab.G[64 * g_per_chunk : 64 * g_per_chunk + 64]
+    # ... and 3G is G's entry 1.
+    assert bytes(t3[64:128]) == p256_gtab.G[64:128]
+
+
+def test_inverse():
+    for m in (p256._P, p256._N):
+        for _ in range(20):
+            a = int.from_bytes(os.urandom(32), "big") % m or 1
+            assert a * p256._inv(a, m) % m == 1
+    unit.raises(ValueError, p256._inv, 0, p256._N)
+
+
+def test_decode_point_rejects():
+    p = p256._P
+    assert p256.decode_point(PUB) is not None
+    assert p256.decode_point(b"\x04" + (p + 1).to_bytes(32, "big") + PUB[33:]) is None  # x >= p
+    off = bytearray(PUB)
+    off[64] ^= 1
+    assert p256.decode_point(bytes(off)) is None  # not on the curve
+    assert p256.decode_point(b"\x02" + p.to_bytes(32, "big")) is None
+    assert p256.decode_point(b"\x00") is None  # infinity has no place here
+
+
+def test_compressed_parity():
+    pub = g_multiples()[7]
+    c = compressed(pub)
+    assert p256.decode_point(c) == p256.decode_point(pub)
+    flipped = bytes([c[0] ^ 1]) + c[1:]
+    x, y = p256.decode_point(flipped)
+    assert y == p256._P - int.from_bytes(pub[33:], "big")
+
+
+unit.run(globals())

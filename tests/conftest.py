@@ -11,6 +11,9 @@ FIRMWARE = ROOT / "firmware"
 SHARED = Path(os.environ.get("POS_SHARED", ROOT.parent / "shared"))
 WYCHEPROOF = SHARED / "wycheproof"
 
+# MicroPython scripts, run by test_firmware_unit.py inside the unix port, not by CPython.
+collect_ignore = ["mp", "mp_board"]
+
 
 def micropython_cmd():
     exe = os.environ.get("MICROPYTHON") or str(Path(sys.executable).with_name("micropython"))
@@ -23,7 +26,8 @@ def run_mp(script, *args, heap="128k", path=(), timeout=300, input=None, cwd=Non
     firmware/ and tests/mp are on MICROPYPATH, plus any extra `path` entries.
     Returns the CompletedProcess (text mode)."""
     env = dict(os.environ)
-    mp_path = [str(p) for p in path] + [str(FIRMWARE), str(ROOT / "tests" / "mp")]
+    # ".frozen" first, as in the port's default path: asyncio and friends live there.
+    mp_path = [".frozen"] + [str(p) for p in path] + [str(FIRMWARE), str(ROOT / "tests" / "mp")]
     env["MICROPYPATH"] = ":".join(mp_path)
     cmd = [micropython_cmd(), "-X", "heapsize=" + heap]
     if isinstance(script, Path) or (isinstance(script, str) and script.endswith(".py") and "\n" not in script):

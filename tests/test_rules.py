@@ -36,7 +36,7 @@ class Scenario:
     def run(self, tmp_path, capacity=512):
         p = tmp_path / "scenario.json"
         p.write_text(json.dumps({"policy": self.policy, "taps": self.taps, "capacity": capacity}))
-        r = run_mp(ROOT / "tests" / "mp" / "rules_replay.py", p)
+        r = run_mp(ROOT / "tests" / "mp" / "rules_replay.py", p, heap="1M")  # the scenario JSON is test data
         assert r.returncode == 0, r.stdout + r.stderr
         lines = r.stdout.split("\n")[:-1]
         return [line.split()[0] for line in lines], lines

@@ -14,6 +14,7 @@ from pos.sig import verify
 
 _ALG_NAMES = {token.ALG_ES256: "ES256", token.ALG_RS256: "RS256"}
 _SLOT = const(24)          # wallet id (16) + last counter (4) + offline spend (4)
+_PAGE = const(64)          # slots per page
 _CACHE_MAX = const(16)     # credentials whose issuer signature is already verified
 _MAX_ISSUERS = const(16)
 _MAX_DENY = const(1024)
@@ -83,53 +84,54 @@ class Policy:
 
 
 class WalletTable:
-    """Last counter and offline spend per wallet, in one fixed bytearray.
+    """Last counter and offline spend per wallet, in fixed pages of slots.
 
     Bounded by construction: when full, new wallets are declined (CAPACITY) until
-    the terminal syncs, rather than growing the heap or forgetting a counter."""
+    the terminal syncs, rather than growing the heap or forgetting a counter.
+    Pages of 1.5 KB rather than one block, so a fragmented heap can still hold it."""
 
-    def __init__(self, capacity=512):
+    def __init__(self, capacity=256):
         self.capacity = capacity
-        self.buf = bytearray(capacity * _SLOT)
+        self.pages = [bytearray(_PAGE * _SLOT) for _ in range((capacity + _PAGE - 1) // _PAGE)]
         self.count = 0
         self._empty = bytes(16)  # an all-zero wallet id marks a free slot
 
     def _find(self, wid):
         # Open addressing; wallet ids are random (issuer-assigned), so their first
-        # bytes hash well.
+        # bytes hash well. Returns (page, offset, found); page None when full.
         cap = self.capacity
         i = ((wid[0] << 16) | (wid[1] << 8) | wid[2]) % cap
-        mv = memoryview(self.buf)
+        pages = self.pages
         for _ in range(cap):
-            o = i * _SLOT
-            if mv[o:o + 16] == wid:
-                return o, True
-            if mv[o:o + 16] == self._empty:
-                return o, False
+            page = pages[i // _PAGE]
+            o = (i % _PAGE) * _SLOT
+            mv = memoryview(page)[o:o + 16]
+            if mv == wid:
+                return page, o, True
+            if mv == self._empty:
+                return page, o, False
             i += 1
             if i == cap:
                 i = 0
-        return -1, False
+        return None, 0, False
 
     def get(self, wid):
         """(last counter, offline spend) or None for a wallet not seen since sync."""
-        o, found = self._find(wid)
+        b, o, found = self._find(wid)
         if not found:
             return None
-        b = self.buf
         return (int.from_bytes(b[o + 16:o + 20], "big"), int.from_bytes(b[o + 20:o + 24], "big"))
 
     def has_room(self, wid):
-        o, found = self._find(wid)
-        return found or (o >= 0 and self.count < self.capacity - 1)
+        b, o, found = self._find(wid)
+        return found or (b is not None and self.count < self.capacity - 1)
 
     def put(self, wid, counter, spent):
-        o, found = self._find(wid)
+        b, o, found = self._find(wid)
         if not found:
-            if o < 0 or self.count >= self.capacity - 1:
+            if b is None or self.count >= self.capacity - 1:
                 raise MemoryError("wallet table full")
             self.count += 1
-        b = self.buf
         b[o:o + 16] = wid
         b[o + 16:o + 20] = counter.to_bytes(4, "big")
         b[o + 20:o + 24] = min(spent, 0xFFFFFFFF).to_bytes(4, "big")
@@ -137,9 +139,9 @@ class WalletTable:
     def reset_spend(self):
         """After a sync the acquirer has the records: offline spend starts again,
         counters are kept so old authorizations still cannot be replayed."""
-        b = self.buf
-        for o in range(0, len(b), _SLOT):
-            b[o + 20:o + 24] = b"\x00\x00\x00\x00"
+        for b in self.pages:
+            for o in range(0, len(b), _SLOT):
+                b[o + 20:o + 24] = b"\x00\x00\x00\x00"
 
 
 class Request:

@@ -1,0 +1,167 @@
+"""The emulated terminal: the real firmware files in the MicroPython unix port,
+wired by boards/unix to the PN532 simulator, a littlefs flash image and a Wi-Fi
+link a test can take down. `Emulator` starts it; `Till` speaks its register link
+as a merchant's till would (docs/till.md)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from host_tools.build import build
+from host_tools.pn532_sim import PN532Sim
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def micropython():
+    return os.environ.get("MICROPYTHON") or str(Path(sys.executable).with_name("micropython"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Till:
+    """A till's end of the register link: one line out, lines back."""
+
+    def __init__(self, port, timeout=60):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.file = self.sock.makefile("rwb")
+
+    def send(self, line):
+        self.file.write(line.encode() + b"\n")
+        self.file.flush()
+
+    def read(self):
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("terminal closed the till link")
+        return line.decode().strip()
+
+    def call(self, line):
+        self.send(line)
+        return self.read()
+
+    def close(self):
+        self.sock.close()
+
+
+class Emulator:
+    """Runs boards/unix/main.py in the unix port against a PN532 simulator."""
+
+    def __init__(self, workdir, config, heap="128k", sim=None, env=None):
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.heap = heap
+        self.sim = sim or PN532Sim()
+        self.image = self.workdir / "flash.img"
+        self.wifi_file = self.workdir / "wifi"
+        self.log_path = self.workdir / "terminal.log"
+        self.till_port = free_port()
+        self.extra_env = env or {}
+        self.build_dir = build("unix")
+        self.proc = None
+        self.sim_started = False
+        self.lines = []
+        self._reader = None
+
+    def env(self):
+        env = dict(os.environ)
+        env.update({
+            "MICROPYPATH": ".frozen:" + str(self.build_dir),
+            "POS_FLASH": str(self.image),
+            "POS_PN532": "127.0.0.1:%d" % self.sim.port,
+            "POS_TILL": "127.0.0.1:%d" % self.till_port,
+            "POS_WIFI": str(self.wifi_file),
+        })
+        env.update(self.extra_env)
+        return env
+
+    def run_mp(self, code, timeout=60):
+        r = subprocess.run([micropython(), "-X", "heapsize=" + self.heap, "-c", code],
+                           env=self.env(), capture_output=True, text=True, timeout=timeout)
+        if r.returncode:
+            raise RuntimeError("unix port failed:\n" + r.stdout + r.stderr)
+        return r.stdout
+
+    def last_tap_ms(self):
+        """The terminal's own time for the last tap: activation to decision stored."""
+        for line in reversed(self.lines):
+            if line.startswith("TAP "):
+                parts = dict(p.split("=", 1) for p in line.split()[2:] if "=" in p)
+                us = [int(parts[k]) for k in ("activation", "select", "authorize", "verify", "persist")
+                      if k in parts]
+                return sum(us) / 1000 if us else None
+        return None
+
+    def provision(self):
+        """Write the config onto the terminal's flash, as the technician CLI does."""
+        if not self.sim_started:
+            self.sim.start()
+            self.sim_started = True
+        cfg = self.workdir / "config.json"
+        cfg.write_text(json.dumps(self.config))
+        return self.run_mp("import board; board.provision(%r)" % str(cfg))
+
+    def start(self, wait=20):
+        if not self.sim_started:
+            self.sim.start()
+            self.sim_started = True
+        self.set_link(self.wifi_file.read_text().strip() == "up" if self.wifi_file.exists() else False)
+        self.proc = subprocess.Popen(
+            [micropython(), "-X", "heapsize=" + self.heap, str(self.build_dir / "main.py")],
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(wait):
+            self.stop()
+            raise RuntimeError("terminal did not come up:\n" + "\n".join(self.lines[-30:]))
+        return self
+
+    def _pump(self):
+        with open(self.log_path, "a") as log:
+            for line in self.proc.stdout:
+                line = line.rstrip("\n")
+                self.lines.append(line)
+                log.write(line + "\n")
+                log.flush()
+                if line.startswith("READY"):
+                    self._ready.set()
+
+    def till(self):
+        return Till(self.till_port)
+
+    def set_link(self, up):
+        """Take the terminal's Wi-Fi link down or bring it back."""
+        self.wifi_file.write_text("up\n" if up else "down\n")
+
+    def events(self, prefix="EVENT"):
+        return [l for l in self.lines if l.startswith(prefix)]
+
+    def stop(self, timeout=5):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader:
+            self._reader.join(2)
+        if self.sim_started:
+            self.sim.stop()
+            self.sim_started = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -66,11 +66,11 @@ SESSION = [
 ]
 
 
-def run(workdir, out=print, heap="160k"):
+def run(workdir, out=print, heap="192k"):
     config, phones = make_world()
     emu = Emulator(workdir, config, heap=heap)
     emu.set_link(False)
-    out("provisioning the emulated terminal (unix port, heap 128k) ...")
+    out("provisioning the emulated terminal (unix port, heap %s) ..." % heap)
     emu.provision()
     emu.start()
     till = emu.till()
@@ -88,8 +88,9 @@ def run(workdir, out=print, heap="160k"):
             t0 = time.monotonic()
             if name == "grace":
                 # frank's phone is still on the reader; he takes it away a moment later
+                # (grace can only reach the reader once he has)
                 threading.Timer(1.0, sim.remove_phone, (phones["frank"],)).start()
-                time.sleep(0.3)
+                time.sleep(1.3)
             sim.add_phone(phone)
             line = till.read()
             wall = (time.monotonic() - t0) * 1000

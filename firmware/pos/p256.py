@@ -22,11 +22,12 @@ _L = const(64)  # bits per chunk (must match p256_gtab.L)
 Q_WINDOW = const(4)  # wNAF width for Q: 2^(Q_WINDOW-2) odd multiples per chunk
 CACHE_KEYS = const(8)  # keys whose tables are kept (1 KB each)
 
-# Schedule entries are small ints: step << 12 | negate << 11 | from_G << 10 | index.
-_NEG = const(0x800)
-_FROM_G = const(0x400)
-_IDX = const(0x3FF)
-_END = const(0x3FF)  # step 0, Q, index 1023: no real entry uses it
+# Schedule entries are small ints: step << 13 | negate << 12 | table << 9 | index,
+# table 0 = Q's (all chunks), 1 + k = G's chunk k.
+_NEG = const(0x1000)
+_TAB = const(0xE00)
+_IDX = const(0x1FF)
+_END = const(0xE00)  # step 0, table 7: no such table
 
 _cache = []  # [key bytes, affine Q table], most recent first
 _gtab = None
@@ -190,14 +191,14 @@ def is_warm(pub):
     return False
 
 
-def _schedule(k, w, tag, out):
-    # Append width-w NAF digits of k as schedule entries. Reads the scalar a
-    # byte pair at a time so all the work is on small ints.
+def _schedule(k, w, tag, step, out):
+    # Append width-w NAF digits of k as schedule entries; a digit in chunk ck
+    # gets tag + ck * step | (|d| >> 1). Reads the scalar a byte pair at a
+    # time so all the work is on small ints.
     kb = k.to_bytes(36, "little")
     full = 1 << w
     mask = full - 1
     half = full >> 1
-    hq = 1 << (w - 2)
     i = 0
     carry = 0
     while i < 256 or carry:
@@ -211,7 +212,7 @@ def _schedule(k, w, tag, out):
             ck = i // _L
             if ck >= _C:
                 ck = _C - 1
-            e = (i - ck * _L) << 12 | tag | (ck * hq + ((d if d > 0 else -d) >> 1))
+            e = (i - ck * _L) << 13 | (tag + ck * step + ((d if d > 0 else -d) >> 1))
             out.append(e | _NEG if d < 0 else e)
             i += w
         else:
@@ -231,11 +232,12 @@ def mul2_check(u1, u2, qt, r):
         if p256_gtab.C != _C or p256_gtab.L != _L:
             raise ImportError("p256_gtab chunking does not match p256")
         _gtab = p256_gtab
-    gm = memoryview(_gtab.G)
-    qm = memoryview(qt)
+    tabs = [memoryview(qt)]
+    for g in _gtab.G:
+        tabs.append(memoryview(g))
     sched = []
-    _schedule(u1, _gtab.W, _FROM_G, sched)
-    _schedule(u2, Q_WINDOW, 0, sched)
+    _schedule(u1, _gtab.W, 1 << 9, 1 << 9, sched)
+    _schedule(u2, Q_WINDOW, 0, 1 << (Q_WINDOW - 2), sched)
     if not sched:
         return False
     sched.sort(reverse=True)
@@ -243,9 +245,9 @@ def mul2_check(u1, u2, qt, r):
     p = _P
     fb = int.from_bytes
     X = Y = Z = 0  # Z == 0: point at infinity
-    cur = sched[0] >> 12
+    cur = sched[0] >> 13
     for c in sched:
-        j = c >> 12
+        j = c >> 13
         while cur > j:
             # Doubling as in _double_n; Z == 0 (infinity) stays 0.
             d = Z * Z % p
@@ -259,7 +261,7 @@ def mul2_check(u1, u2, qt, r):
         if c == _END:
             break
         i = (c & _IDX) << 6
-        m = gm if c & _FROM_G else qm
+        m = tabs[(c & _TAB) >> 9]
         x2 = fb(m[i : i + 32], "big")
         y2 = fb(m[i + 32 : i + 64], "big")
         if c & _NEG:

@@ -66,7 +66,10 @@ SESSION = [
 ]
 
 
-def run(workdir, out=print, heap="192k"):
+HEAP = "192k"  # see README, "Memory": the unix port keeps code in the heap
+
+
+def run(workdir, out=print, heap=HEAP):
     config, phones = make_world()
     emu = Emulator(workdir, config, heap=heap)
     emu.set_link(False)

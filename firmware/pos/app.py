@@ -70,6 +70,7 @@ class Terminal:
     async def charge(self, amount, currency, ref):
         """Take one payment. Returns (reason code, record id or None)."""
         if not 0 < amount <= _MAX_AMOUNT or currency != self.currency:
+            self.state = "idle"
             return reason.BAD_AMOUNT, None
         self._cancel = False
         self.state = "charging"
@@ -378,6 +379,8 @@ async def run(wire, log=print):
         return 3
     term = Terminal(nfc, journal, verifier, cfg, board.feedback, board.clock, log, bufs)
     term.link_up = board.wifi.isconnected
+    board.wifi.active(True)
+    board.wifi.connect()  # returns at once; the station keeps trying in the background
 
     async def handler(reader, writer):
         await TillSession(term, reader, writer).serve()

@@ -1,0 +1,106 @@
+"""The emulated terminal end to end: firmware (.mpy) in the unix port, PN532
+simulator, littlefs image, till link over loopback TCP."""
+import time
+
+import pytest
+
+from host_tools import demo
+from host_tools import wallet_sim as ws
+from host_tools.emulator import Emulator
+
+NOW = int(time.time())
+
+
+def config(*issuers, **kw):
+    cfg = {"terminal_id": "5445524d30303031", "merchant_id": "TEST", "currency": 978,
+           "charge_timeout_ms": 4000, "issuers": [i.config() for i in issuers]}
+    cfg.update(kw)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    return ws.Issuer(alg="ES256", not_before=NOW - 86400, not_after=NOW + 86400)
+
+
+def pay(emu, till, phone, amount, ref):
+    till.send("CHARGE %d 978 %s" % (amount, ref))
+    emu.sim.add_phone(phone)
+    line = till.read()
+    emu.sim.remove_phone(phone)
+    time.sleep(0.2)
+    return line
+
+
+def test_demo_session_ends_as_expected(tmp_path):
+    lines = []
+    assert demo.run(tmp_path, out=lines.append) == 0, "\n".join(lines)
+    assert any("13/13 as expected" in l for l in lines), "\n".join(lines)
+
+
+def test_till_commands_and_errors(tmp_path, issuer):
+    with Emulator(tmp_path, config(issuer), heap=demo.HEAP) as emu:
+        emu.provision()
+        emu.start()
+        till = emu.till()
+        assert till.call("STATUS") == "STATUS idle 0 down"
+        assert till.call("HELLO") == "ERR unknown-command"
+        assert till.call("CHARGE 12x 978 R1") == "ERR bad-amount"
+        assert till.call("CANCEL") == "ERR nothing-to-cancel"
+        assert till.call("CHARGE 100 840 R2") == "RESULT R2 DECLINED BAD_AMOUNT"
+        till.send("CHARGE 100 978 R3")
+        time.sleep(0.3)
+        assert till.call("STATUS").startswith("STATUS charging")
+        assert till.call("CHARGE 100 978 R4") == "ERR busy"
+        assert till.call("CANCEL") == "CANCELLED R3"
+        till.send("X" * 500)
+        assert till.read() == "ERR line-too-long"
+        emu.set_link(True)
+        assert till.call("STATUS") == "STATUS idle 0 up"
+        phone = ws.Phone(issuer)
+        assert pay(emu, till, phone, 250, "R5") == "RESULT R5 APPROVED 1"
+        assert till.call("STATUS") == "STATUS idle 1 up"
+
+
+def test_no_phone_times_out(tmp_path, issuer):
+    with Emulator(tmp_path, config(issuer, charge_timeout_ms=800), heap=demo.HEAP) as emu:
+        emu.provision()
+        emu.start()
+        till = emu.till()
+        assert till.call("CHARGE 100 978 T1") == "RESULT T1 DECLINED TIMEOUT"
+
+
+def test_phone_pulled_away_mid_exchange_is_asked_again(tmp_path, issuer):
+    with Emulator(tmp_path, config(issuer), heap=demo.HEAP) as emu:
+        emu.provision()
+        emu.start()
+        till = emu.till()
+        phone = ws.Phone(issuer)
+        emu.sim.remove_phone_after(2, phone)  # at GET RESPONSE, mid AUTHORIZE
+        till.send("CHARGE 700 978 M1")
+        emu.sim.add_phone(phone)
+        deadline = time.time() + 3
+        while time.time() < deadline and not any("TAP AGAIN" in l for l in emu.lines):
+            time.sleep(0.05)
+        assert any("TAP AGAIN" in l for l in emu.lines), "\n".join(emu.lines[-20:])
+        emu.sim.add_phone(phone)   # the customer taps again
+        assert till.read() == "RESULT M1 APPROVED 1"
+        emu.sim.remove_phone(phone)
+
+
+def test_payments_and_counters_survive_a_restart(tmp_path, issuer):
+    phone = ws.Phone(issuer, fault="stale_counter")
+    with Emulator(tmp_path, config(issuer), heap=demo.HEAP) as emu:
+        emu.provision()
+        emu.start()
+        till = emu.till()
+        assert pay(emu, till, phone, 300, "A1") == "RESULT A1 APPROVED 1"
+        emu.proc.kill()  # power cut: no shutdown path at all
+        emu.proc.wait()
+    with Emulator(tmp_path, config(issuer), heap=demo.HEAP) as emu:
+        emu.start()
+        assert any("records=1 pending=1" in l for l in emu.lines), emu.lines
+        till = emu.till()
+        # The cloned wallet replays its counter: the restored table still knows it.
+        assert pay(emu, till, phone, 300, "A2") == "RESULT A2 DECLINED COUNTER_REPLAY"
+        assert till.call("STATUS") == "STATUS idle 1 down"

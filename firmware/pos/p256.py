@@ -1,15 +1,17 @@
 # ECDSA P-256 signature verification in plain MicroPython integers.
 #
-# Cost model (unix port, similar ratios on the ESP32): a 512-bit `% p` is the
-# unit of cost, so the code minimises reductions, keeps the hot loop free of
-# calls and tuples, and never uses pow() for inversion.
+# Cost model (unix port; similar ratios on the ESP32): a 512-bit `% p` costs
+# about two multiplications and dominates, so the formulas are arranged for
+# the fewest reductions, the hot loop has no calls or tuples, and nothing
+# uses pow() for an inverse.
 #
-# u1*G + u2*Q is evaluated with the scalars cut into _C chunks of _L bits:
-# position i = k*_L + j is added as digit * (2^(k*_L) * P) at step j, so the
-# accumulator needs only _L doublings. G's chunk tables come precomputed
-# (p256_gtab.py); Q's are built on first sight of a key (~_C*_L doublings of
-# Q, the same count a plain double-and-add would spend on the accumulator)
-# and kept in a small LRU so a key seen before skips those doublings.
+# u1*G + u2*Q is evaluated with the scalars' wNAF digits cut into _C chunks of
+# _L bits: a digit at bit k*_L + j is added at step j as a multiple of
+# 2^(k*_L)*P, so the accumulator needs only _L doublings. The tables of those
+# multiples are affine, so every addition is a mixed one. G's come
+# precomputed (p256_gtab.py). Q's cost (_C-1)*_L doublings of Q -- together
+# with the _L of the loop, the ~256 any first verify spends -- and are kept in
+# a small LRU, so a key seen before needs only the _L.
 from micropython import const
 
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
@@ -271,7 +273,7 @@ def mul2_check(u1, u2, qt, r):
             Y = y2
             Z = 1
             continue
-        # Mixed addition (Jacobian + affine), madd-2004-hmv.
+        # Mixed addition, Jacobian + affine (8M + 3S).
         zz = Z * Z % p
         h = x2 * zz % p - X
         rr = y2 * (Z * zz % p) % p - Y

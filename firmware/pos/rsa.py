@@ -14,7 +14,7 @@ _DI = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04
 
 def verify_digest(key, h, sig):
     """key: big-endian modulus bytes (leading zero bytes allowed); h: 32-byte SHA-256 digest."""
-    if len(h) != 32:
+    if len(h) != 32 or len(key) > 1024:
         return False
     i = 0
     while i < len(key) and key[i] == 0:

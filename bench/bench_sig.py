@@ -6,8 +6,8 @@ Run: .venv/bin/python bench/bench_sig.py   (or `make bench`)
 Timing: time.ticks_us around each verify() call, no gc.collect() before the
 calls (GC cost is part of the figure). Operations are interleaved and the
 whole measurement runs ROUNDS times in fresh processes; the figure is the
-median of all samples pooled, so a burst of load on a shared host moves it
-less than it would a single run.
+median of the per-round medians (all listed), so a burst of load on a shared
+host during one round does not move it.
 
 Heap: for each operation, the smallest -X heapsize with which a fresh process
 can import pos.sig (+ the G table; as .mpy, as deployed) and run that one call, found by bisection
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 ROOT = Path(__file__).resolve().parents[1]
 MICROPYTHON = os.environ.get("MICROPYTHON") or str(Path(sys.executable).with_name("micropython"))
 HEAP = "128k"
-ROUNDS = 3
+ROUNDS = 5
 N_COLD = 30  # fresh ES256 keys timed per round (plus some for the heap probes)
 N_WARM = 30
 N_RSA = 20
@@ -92,6 +92,20 @@ us = time.ticks_us
 diff = time.ticks_diff
 gc.collect()
 free_before = gc.mem_free()
+
+
+def calib():
+    # Host speed check: one 256-bit a*b %% p (about 1.4 us on the reference host).
+    p = p256._P
+    a = p - 12345
+    b = p - 67890
+    t = us()
+    for _ in range(2000):
+        a * b %% p
+    return diff(us(), t) / 2000
+
+
+cal = [calib()]
 for i in range(max(N.values())):
     for name in S:  # interleaved, so load bursts hit every operation alike
         if i < N[name]:
@@ -101,6 +115,7 @@ for i in range(max(N.values())):
             T[name].append(diff(us(), t))
             assert ok, name
             v = None
+cal.append(calib())
 
 
 # Footprint of the (bounded) key cache when full.
@@ -114,7 +129,7 @@ while True:
     verify(v[0], v[1], v[2], v[3])
 v = None
 gc.collect()
-print("JSON", json.dumps({"t": T, "cache_kb": (gc.mem_alloc() - a) / 1024, "cache_n": len(p256._cache),
+print("JSON", json.dumps({"t": T, "calib_us": cal, "cache_kb": (gc.mem_alloc() - a) / 1024, "cache_n": len(p256._cache),
                           "free_before_kb": free_before / 1024, "import_sig_us": t_import_sig,
                           "import_gtab_us": t_import_gtab, "modules_kb": modules_kb}))
 """
@@ -251,7 +266,8 @@ def main():
     cp = cpython_times()
     print("pos.sig.verify, MicroPython unix port -X heapsize=%s, %d rounds x (%d cold keys, %d warm, %d RSA each);"
           % (HEAP, ROUNDS, N_COLD, N_WARM, N_RSA))
-    print("cold = first verify with that key (builds and caches its table); warm = key seen before.")
+    print("median = median of the per-round medians. cold = first verify with that key (builds and caches its")
+    print("table); warm = key seen before.")
     print("heap = smallest -X heapsize for importing the .mpy modules + this call, minus that for the imports\n"
           "       alone (%d KB): the call's peak working set incl. fragmentation.\n" % base)
     hdr = ("operation", "unix port median ms", "goal", "met?", "heap", "CPython cryptography median ms",
@@ -259,13 +275,14 @@ def main():
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join("---" for _ in hdr) + "|")
     for name in ("ES256 cold", "ES256 warm", "RS256-2048", "RS256-3072"):
-        samples = [t / 1000 for r in runs for t in r["t"][name]]
-        med = statistics.median(samples)
+        per_round = [statistics.median(r["t"][name]) / 1000 for r in runs]
+        med = statistics.median(per_round)
+        n_samples = sum(len(r["t"][name]) for r in runs)
         extra = need[name] - base
         goal = GOALS[name]
         met = (goal is None or med <= goal) and extra <= HEAP_GOAL_KB
         print("| %s | %.2f (n=%d; per round %s) | %s | %s | %d KB | %.3f | %.0f-%.0f ms |" % (
-            name, med, len(samples), "/".join("%.2f" % (statistics.median(r["t"][name]) / 1000) for r in runs),
+            name, med, n_samples, "/".join("%.2f" % m for m in per_round),
             ("<= %.1f ms, <= %d KB" % (goal, HEAP_GOAL_KB)) if goal else "(extra row) <= %d KB" % HEAP_GOAL_KB,
             "yes" if met else "NO", extra, cp[name], med * ESP32_FACTOR[0], med * ESP32_FACTOR[1]))
     r0 = runs[0]
@@ -273,6 +290,8 @@ def main():
           "%.1f KB of heap; %.0f KB free while timing. ES256 key cache when full: %d keys, %.1f KB."
           % (r0["import_sig_us"] / 1000, r0["import_gtab_us"] / 1000, r0["modules_kb"], r0["free_before_kb"],
              r0["cache_n"], r0["cache_kb"]))
+    print("Host check, 256-bit a*b %% p in the unix port (us, before/after each round): %s."
+          % ", ".join("%.2f/%.2f" % tuple(r["calib_us"]) for r in runs))
     print("CPython: cryptography %s; ES256 cold = load the key from bytes + verify, warm = key object reused;"
           " RS256 loads the key each time." % cryptography.__version__)
     print("ESP32 column: unix-port median x %d-%d (ESP32 at 240 MHz, 16-bit mpz digits); an estimate, "

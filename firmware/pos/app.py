@@ -127,18 +127,21 @@ class Terminal:
                 continue
             self.timing = {"activation": time.ticks_diff(time.ticks_us(), t0)}
             self._field_busy = True
+            code, rid = reason.READER, None
             try:
                 code, rid = self._tap(amount, currency, ref)
             finally:
                 self._release()
-                asyncio.create_task(self._watch_removal())
+                if code != reason.CARD_REMOVED and code != reason.PROTOCOL:
+                    # A decision (or a bug) happened: this phone must leave first.
+                    asyncio.create_task(self._watch_removal())
             if code == reason.CARD_REMOVED or code == reason.PROTOCOL:
-                # The phone moved away mid-exchange: nothing was charged, ask again.
+                # The exchange broke before any decision: nothing was charged, so
+                # the same phone may simply be presented again.
                 self.log("TAP %s, present the phone again" % reason.name(code))
                 self.feedback.show("TAP AGAIN")
                 self.feedback.beep("retry")
-                while self._field_busy:
-                    await asyncio.sleep_ms(20)
+                self._field_busy = False
                 continue
             # The phone may stay on the reader: the result goes out now, and the
             # next charge first waits for the field to clear (see above).

@@ -83,9 +83,9 @@ def _double_n(X, Y, Z, n):
         g = Y * Y % p
         b = X * g % p
         a = 3 * (X - d) * (X + d) % p
-        X = (a * a - 8 * b) % p
+        X = (a * a - (b << 3)) % p
         Z = (Y + Y) * Z % p
-        Y = (a * (4 * b - X) - 8 * g * g) % p  # g^2 unreduced: one % fewer
+        Y = (a * ((b << 2) - X) - (g * g << 3)) % p  # g^2 unreduced: one % fewer
     return X, Y, Z
 
 
@@ -109,7 +109,7 @@ def _table(x, y):
         g = Y * Y % p
         b = X * g % p
         a = 3 * (X - d) * (X + d) % p
-        DX = (a * a - 8 * b) % p
+        DX = (a * a - (b << 3)) % p
         Z = (Y + Y) * Z % p
         g = g * g % p
         DY = (a * (4 * b - DX) - 8 * g) % p
@@ -250,16 +250,16 @@ def mul2_check(u1, u2, qt, r):
     cur = sched[0] >> 13
     for c in sched:
         j = c >> 13
-        while cur > j:
+        for _ in range(cur - j):
             # Doubling as in _double_n; Z == 0 (infinity) stays 0.
             d = Z * Z % p
             g = Y * Y % p
             b = X * g % p
             a = 3 * (X - d) * (X + d) % p
-            X = (a * a - 8 * b) % p
+            X = (a * a - (b << 3)) % p
             Z = (Y + Y) * Z % p
-            Y = (a * (4 * b - X) - 8 * g * g) % p
-            cur -= 1
+            Y = (a * ((b << 2) - X) - (g * g << 3)) % p
+        cur = j
         if c == _END:
             break
         i = (c & _IDX) << 6

@@ -17,10 +17,20 @@ def _bytes(x):
 
 
 def verify(alg, public_key, message, signature):
+    """True iff `signature` is valid for `message` (hashed here with SHA-256).
+
+    ES256: ECDSA P-256, signature r||s (64 bytes), key SEC1 uncompressed (65)
+    or compressed (33); s and n - s both verify, as ECDSA defines. RS256:
+    PKCS#1 v1.5, e = 65537, key = big-endian modulus of 2048..4096 bits,
+    signature exactly the modulus length; strict (e.g. a DigestInfo without
+    the NULL parameters is rejected). Bytes arguments may be bytes, bytearray
+    or memoryview; anything else gives False.
+    """
     key = _bytes(public_key)
     msg = _bytes(message)
     sig = _bytes(signature)
-    if key is None or msg is None or sig is None:
+    # (alg checked for str first: bytes == str makes MicroPython print a warning)
+    if key is None or msg is None or sig is None or not isinstance(alg, str):
         return False
     try:
         if alg == "ES256":
@@ -36,11 +46,11 @@ def verify(alg, public_key, message, signature):
 def warm(alg, public_key):
     """Build and cache the per-key tables now (e.g. while idle). True if the key is usable."""
     key = _bytes(public_key)
-    if alg != "ES256" or key is None:
+    if key is None or not isinstance(alg, str) or alg != "ES256":
         return False
     return p256.key_table(key) is not None
 
 
 def is_warm(alg, public_key):
     key = _bytes(public_key)
-    return alg == "ES256" and key is not None and p256.is_warm(key)
+    return key is not None and isinstance(alg, str) and alg == "ES256" and p256.is_warm(key)

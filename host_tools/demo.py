@@ -66,7 +66,7 @@ SESSION = [
 ]
 
 
-HEAP = "192k"  # see README, "Memory": the unix port keeps code in the heap
+HEAP = "256k"  # see README, "Memory": the unix port keeps code in the heap
 
 
 def run(workdir, out=print, heap=HEAP):

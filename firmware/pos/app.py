@@ -74,6 +74,7 @@ class Terminal:
             return reason.BAD_AMOUNT, None
         self._cancel = False
         self.state = "charging"
+        gc.collect()  # now, before the customer taps, not in the middle of a verify
         self.feedback.show("PAY %d.%02d" % (amount // 100, amount % 100))
         self.feedback.led("blue")
         try:
@@ -112,7 +113,7 @@ class Terminal:
                 return reason.CANCELLED, None
             if time.ticks_diff(time.ticks_ms(), start) > self.charge_timeout:
                 return reason.TIMEOUT, None
-            t0 = time.ticks_us()
+            t0, i0 = time.ticks_us(), nfc.idle_us
             try:
                 target = await nfc.poll_async(_POLL_MS)
             except PN532Error as e:
@@ -125,7 +126,8 @@ class Terminal:
             if target is None:
                 await asyncio.sleep_ms(0)
                 continue
-            self.timing = {"activation": time.ticks_diff(time.ticks_us(), t0)}
+            self.timing = {"activation": time.ticks_diff(time.ticks_us(), t0),
+                           "activation_idle": nfc.idle_us - i0}
             self._field_busy = True
             code, rid = reason.READER, None
             try:
@@ -151,18 +153,20 @@ class Terminal:
         nfc = self.nfc
         tm = self.timing
         try:
-            t0 = time.ticks_us()
+            t0, i0 = time.ticks_us(), nfc.idle_us
             sw = apdu.parse_select(nfc.apdu(apdu.SELECT))
             tm["select"] = time.ticks_diff(time.ticks_us(), t0)
+            tm["select_idle"] = nfc.idle_us - i0
             if sw is not None:
                 return reason.NO_WALLET, None
             self.seq += 1
             now = int(self.clock())
             n, data = apdu.build_authorize(self._cmd, self.terminal_id, self.merchant_id, amount,
                                            currency, os.urandom(token.UN_LEN), now, self.seq)
-            t0 = time.ticks_us()
+            t0, i0 = time.ticks_us(), nfc.idle_us
             sw, resp = self._chained.exchange(nfc.apdu, memoryview(self._cmd)[:n])
             tm["authorize"] = time.ticks_diff(time.ticks_us(), t0)
+            tm["authorize_idle"] = nfc.idle_us - i0
         except TargetLost:
             return reason.CARD_REMOVED, None
         except PN532Error as e:

@@ -237,6 +237,7 @@ class PN532:
         self.retries = retries
         self.poll_ms = poll_ms
         self._sleep = sleep_ms or time.sleep_ms
+        self.idle_us = 0
         self.chunk = min(chunk, 262)
         self.max_response = max_response
         self._tx = bytearray(_BUF_LEN)
@@ -404,13 +405,17 @@ class PN532:
                 continue
             return ln - 2
 
+    # idle_us counts time spent waiting for the reader, so the app can report its
+    # own work per phase apart from the reader's and the radio's.
     def _run(self, g):
         sleep = self._sleep
         try:
             while True:
                 ms = next(g)
                 if ms:
+                    t = time.ticks_us()
                     sleep(ms)
+                    self.idle_us += time.ticks_diff(time.ticks_us(), t)
         except StopIteration as e:
             return e.value
 
@@ -419,7 +424,9 @@ class PN532:
 
         try:
             while True:
+                t = time.ticks_us()
                 await asyncio.sleep_ms(next(g))
+                self.idle_us += time.ticks_diff(time.ticks_us(), t)
         except StopIteration as e:
             return e.value
 

@@ -37,6 +37,7 @@ class FuzzNFC:
 
     def __init__(self):
         self.script = []
+        self.idle_us = 0
 
     def apdu(self, cmd):
         if cmd[1] == 0xA4:

@@ -111,6 +111,15 @@ _NACK_FRAME = b"\x00\x00\xff\xff\x00\x00"
 _LOST = b"\x01\x02\x03\x04\x05\x06\x0a\x0b\x13\x23\x25\x27\x29\x2a\x2b\x2c"
 
 
+def hard_reset(pin, sleep_ms):
+    """Pulse RSTPD_N (active low) when the board wired it; transports share this."""
+    if pin is not None:
+        pin.value(0)
+        sleep_ms(10)
+        pin.value(1)
+        sleep_ms(10)
+
+
 class PN532Error(Exception):
     pass
 

@@ -7,6 +7,8 @@
 unix port). `reset` is an optional Pin-like (RSTPD_N, active low) for a hard reset.
 """
 from micropython import const
+
+from pos.pn532 import hard_reset
 import time
 
 _DRAIN_MAX = const(64)
@@ -26,11 +28,7 @@ class PN532_HSU:
         self._junkv = memoryview(bytearray(32))
 
     def reset(self):
-        if self._reset is not None:
-            self._reset.value(0)
-            self._sleep(10)
-            self._reset.value(1)
-            self._sleep(10)
+        hard_reset(self._reset, self._sleep)
 
     def wakeup(self):
         self.drain()

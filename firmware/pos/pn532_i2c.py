@@ -9,6 +9,8 @@ frame turns out longer, a NACK makes the PN532 send the same frame again and it 
 re-read with the needed length (the frame is never read byte by byte).
 """
 from micropython import const
+
+from pos.pn532 import hard_reset
 import time
 
 _FIRST = const(24)  # covers ACK and short responses in one transaction
@@ -33,11 +35,7 @@ class PN532_I2C:
         self._end = 0
 
     def reset(self):
-        if self._reset is not None:
-            self._reset.value(0)
-            self._sleep(10)
-            self._reset.value(1)
-            self._sleep(10)
+        hard_reset(self._reset, self._sleep)
 
     def wakeup(self):
         # an address match wakes the PN532; it may NAK that first transaction

@@ -8,6 +8,8 @@ Each transaction starts with DW (0x01, data write), SR (0x02, status read) or
 DR (0x03, data read); CS stays low for the whole frame while reading.
 """
 from micropython import const
+
+from pos.pn532 import hard_reset
 import time
 
 _DW = const(0x01)
@@ -42,11 +44,7 @@ class PN532_SPI:
         return self._rev[b] if self._rev else b
 
     def reset(self):
-        if self._reset is not None:
-            self._reset.value(0)
-            self._sleep(10)
-            self._reset.value(1)
-            self._sleep(10)
+        hard_reset(self._reset, self._sleep)
 
     def wakeup(self):
         # CS low for > 1 ms wakes the PN532

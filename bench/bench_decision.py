@@ -1,0 +1,128 @@
+"""The full offline decision (pos.rules.Verifier.check: parse, issuer key, credential
+signature or cache, validity, limits, device signature, counter, spend) in the unix
+port under -X heapsize=128k, for a first-seen and a returning wallet.
+
+first-seen = a wallet the terminal has never seen: its credential's issuer signature
+and its device key are both verified cold (issuer key already warm: issuers are few).
+returning  = the same wallet again: credential found in the cache by its hash, device
+key warm, so one warm ES256 verify.
+free = smallest heap free before a decision (after imports, the caches and tables
+so far); the signature checks' own peak working sets are in the sig table
+(bisection of -X heapsize). The gap between these medians and the sig table's
+(warm 2.0 ms, cold 4.4 ms) is hashing, parsing and, mostly, garbage collection:
+in this port the firmware's code lives in the same 128 KB heap, so every
+collection marks ~85 KB of live objects.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from host_tools import wallet_sim as ws  # noqa: E402
+from host_tools.build import build  # noqa: E402
+from host_tools.emulator import micropython  # noqa: E402
+
+N = 40
+NOW = 1764000000
+
+MP = r"""
+import gc, sys, time
+from pos import p256_gtab  # the G table while the heap is in one piece, as the app does
+from pos import reason, rules
+import json
+with open(sys.argv[1]) as f:
+    head = json.loads(f.readline())
+v = rules.Verifier(rules.Policy.from_config(head["policy"]))
+res = {}
+with open(sys.argv[1]) as f:
+    f.readline()
+    for line in f:
+        kind, req_hex, resp_hex = line.split()
+        req = rules.Request()
+        req.amount, req.currency, req.time = 100, 978, head["now"]
+        req.data = memoryview(bytes.fromhex(req_hex))
+        resp = bytes.fromhex(resp_hex)
+        req_hex = resp_hex = line = None
+        gc.collect()
+        f0 = gc.mem_free()
+        t0 = time.ticks_us()
+        r = v.check(req, resp)
+        dt = time.ticks_diff(time.ticks_us(), t0)
+        assert r == reason.APPROVED, reason.name(r)
+        v.commit(v.cred.wallet_id, v.counter, req.amount)
+        gc.collect()
+        if kind != "warmup":
+            ms, free, kept = res.setdefault(kind, ([], [], []))
+            ms.append(dt)
+            free.append(f0)
+            kept.append(f0 - gc.mem_free())
+print(json.dumps(res))
+"""
+
+
+def request(amount, seq):
+    _, data = ws.authorize_apdu(b"TERM0001", b"BENCH", amount, 978, os.urandom(16), NOW, seq)
+    return data
+
+
+def answer(phone, data):
+    ws.run_tap(phone, ws.SELECT_APDU)
+    apdu = bytes((0x80, 0xA0, 0, 0, len(data))) + data + b"\x00"
+    out, sw = ws.run_tap(phone, apdu)
+    return out
+
+
+def scenario():
+    iss = ws.Issuer(alg="ES256", not_before=NOW - 10, not_after=NOW + 10)
+    seq = 0
+    taps = {"warmup": [], "first": [], "returning": []}
+    regular = ws.Phone(iss)
+    # warm-up: one unrelated wallet (warms the issuer key), then the regular
+    # wallet's first visit, so the returning series finds it known
+    for kind, phones in (("warmup", [ws.Phone(iss), regular]),
+                         ("first", [ws.Phone(iss) for _ in range(N)]),
+                         ("returning", [regular] * N)):
+        for phone in phones:
+            seq += 1
+            d = request(100, seq)
+            taps[kind].append((d.hex(), answer(phone, d).hex(), 100))
+    lines = [json.dumps({"policy": {"issuers": [iss.config()]}, "now": NOW})]
+    for kind in ("warmup", "first", "returning"):
+        lines += ["%s %s %s" % (kind, q, a) for q, a, _ in taps[kind]]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    out = build("unix")
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "sc.json"
+        p.write_text(scenario())
+        script = Path(tmp) / "bench.py"
+        script.write_text(MP)
+        env = dict(os.environ, MICROPYPATH=".frozen:" + str(out))
+        r = subprocess.run([micropython(), "-X", "heapsize=128k", str(script), str(p)],
+                           capture_output=True, text=True, env=env, timeout=300)
+    if r.returncode:
+        print(r.stdout + r.stderr)
+        return 1
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    print(__doc__.split("\n\n")[0])
+    print("\n| wallet | median ms (unix port, 128k heap) | ESP32 estimate (70-90x) | heap free before |")
+    print("|---|---|---|---|")
+    for kind, label in (("first", "first-seen"), ("returning", "returning")):
+        ms, alloc, kept = res[kind]
+        m = statistics.median(ms) / 1000
+        print("| %s | %.2f (n=%d) | %.0f-%.0f ms | %.1f KB |" % (
+            label, m, len(ms), m * 70, m * 90, min(alloc) / 1024))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,6 +82,8 @@ def run(workdir, out=print, heap=HEAP):
     totals = {"APPROVED": 0, "DECLINED": 0}
     amount_approved = 0
     out("Wi-Fi is DOWN: the terminal works offline\n")
+    out("tap ms: the terminal's own time in the unix port, phone found to decision stored\n"
+        "(ESP32 estimates: make bench)\n")
     out("  #  customer   amount  result                       tap ms  note")
     try:
         for i, (name, amount, expect, note) in enumerate(SESSION, 1):

@@ -92,13 +92,15 @@ class Emulator:
         return r.stdout
 
     def last_tap_ms(self):
-        """The terminal's own time for the last tap: activation to decision stored."""
+        """The terminal's own time for the last tap, activation to decision stored,
+        less the time it spent polling an empty field before the phone arrived."""
         for line in reversed(self.lines):
             if line.startswith("TAP "):
                 parts = dict(p.split("=", 1) for p in line.split()[2:] if "=" in p)
                 us = [int(parts[k]) for k in ("activation", "select", "authorize", "verify", "persist")
                       if k in parts]
-                return sum(us) / 1000 if us else None
+                us.append(-int(parts.get("activation_idle", 0)))
+                return sum(us) / 1000 if len(us) > 1 else None
         return None
 
     def provision(self):

@@ -142,6 +142,10 @@ class _Active:
         self.phase = None
 
 
+# SetSerialBaudRate codes 0..8 (UM0701 7.2.13)
+BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1288000)
+
+
 class PN532Sim:
     def __init__(self, port=0, host="127.0.0.1", *, pty=False, control_port=None, seed=None,
                  baud=115200,
@@ -501,6 +505,7 @@ class PN532Sim:
         self._retries = [0xFF, 0x01, 0xFF]
         self._rf_timeouts = [0x00, 0x0B, 0x0A]
         self._sam = None
+        self._baud_next = None
 
     def _uart_us(self, n):
         return n * 10e6 / self.baud
@@ -578,6 +583,9 @@ class PN532Sim:
             if ln == 0 and lcs == 0xFF:  # host ACK: abort
                 del buf[:4]
                 self.stats["host_acks"] += 1
+                if self._baud_next:
+                    # SetSerialBaudRate takes effect on the host's ACK (UM0701 7.2.13)
+                    self.baud, self._baud_next = self._baud_next, None
                 if self._pending:
                     self._pending = None
                     self.stats["aborted"] += 1
@@ -691,6 +699,11 @@ class PN532Sim:
     def _simple(self, cmd, p):
         if cmd == 0x02:
             return self.firmware
+        if cmd == 0x10:  # SetSerialBaudRate
+            if len(p) != 1 or p[0] >= len(BAUD_RATES):
+                raise _Syntax
+            self._baud_next = BAUD_RATES[p[0]]
+            return b""
         if cmd == 0x14:
             if not p or not 1 <= p[0] <= 4:
                 raise _Syntax

@@ -34,6 +34,7 @@ def wire():
     b.config_path = CONFIG
     host, port = _pn532_addr()
     b.nfc = PN532(PN532_HSU(SockUART(port, host)))
+    b.nfc_baud = 921600  # SetSerialBaudRate after start-up: UART time per tap drops ~8x
     b.wifi = wifi.Wifi()
     b.feedback = feedback.Feedback()
     b.till = tillport.TillPort()

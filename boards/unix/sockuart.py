@@ -99,6 +99,10 @@ class SockUART:
                 time.sleep_ms(1)
         return sent
 
+    def init(self, baudrate=None, **kw):
+        # A socket has no line rate: the simulator models the UART time itself.
+        self.baudrate = baudrate
+
     def flush(self):
         pass
 

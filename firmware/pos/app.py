@@ -54,6 +54,7 @@ class Terminal:
         self._cancel = False
         self._field_busy = False  # a phone from the last tap may still be there
         self.timing = {}
+        self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
 
     # -- the till's view --------------------------------------------------------
 
@@ -228,7 +229,17 @@ class Terminal:
             return True
         except PN532Error as e:
             self.log("READER recovery failed: %s" % (e,))
-            return False
+        if self.nfc_baud:
+            # A reader that was power-cycled talks 115200 again: meet it there.
+            try:
+                self.nfc.transport.set_baudrate(115200)
+                self.nfc.begin()
+                self.nfc.set_baudrate(self.nfc_baud)
+                self.log("READER restarted at %d baud" % self.nfc_baud)
+                return True
+            except (PN532Error, ValueError) as e:
+                self.log("READER restart failed: %s" % (e,))
+        return False
 
 
 def decode_record(payload):
@@ -373,9 +384,12 @@ async def run(wire, log=print):
     verifier = rules.Verifier(policy, table)
     n = restore(verifier, journal)
     nfc = board.nfc
+    baud = getattr(board, "nfc_baud", None)
     for attempt in range(3):
         try:
             fw = nfc.begin()
+            if baud:
+                nfc.set_baudrate(baud)
             break
         except PN532Error as e:
             log("READER start failed (%s), retrying" % (e,))
@@ -386,6 +400,7 @@ async def run(wire, log=print):
         return 3
     term = Terminal(nfc, journal, verifier, cfg, board.feedback, board.clock, log, bufs)
     term.link_up = board.wifi.isconnected
+    term.nfc_baud = baud
     board.wifi.active(True)
     board.wifi.connect()  # returns at once; the station keeps trying in the background
 

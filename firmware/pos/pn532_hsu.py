@@ -30,6 +30,10 @@ class PN532_HSU:
     def reset(self):
         hard_reset(self._reset, self._sleep)
 
+    def set_baudrate(self, baud):
+        # machine.UART.init() re-clocks the port and keeps its pins and buffers
+        self._uart.init(baudrate=baud)
+
     def wakeup(self):
         self.drain()
         self._uart.write(_WAKE)

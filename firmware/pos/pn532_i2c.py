@@ -37,6 +37,9 @@ class PN532_I2C:
     def reset(self):
         hard_reset(self._reset, self._sleep)
 
+    def set_baudrate(self, baud):
+        raise ValueError("SetSerialBaudRate is for HSU only")
+
     def wakeup(self):
         # an address match wakes the PN532; it may NAK that first transaction
         try:

@@ -46,6 +46,9 @@ class PN532_SPI:
     def reset(self):
         hard_reset(self._reset, self._sleep)
 
+    def set_baudrate(self, baud):
+        raise ValueError("SetSerialBaudRate is for HSU only")
+
     def wakeup(self):
         # CS low for > 1 ms wakes the PN532
         self._cs.value(0)

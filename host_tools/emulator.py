@@ -123,9 +123,10 @@ class Emulator:
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
-        if not self._ready.wait(wait):
+        if not self._ready.wait(wait) or self.proc.poll() is not None:
             self.stop()
-            raise RuntimeError("terminal did not come up:\n" + "\n".join(self.lines[-30:]))
+            raise RuntimeError("terminal did not come up (exit %s):\n%s" % (
+                self.proc.returncode, "\n".join(self.lines[-30:])))
         return self
 
     def _pump(self):
@@ -137,6 +138,7 @@ class Emulator:
                 log.flush()
                 if line.startswith("READY"):
                     self._ready.set()
+        self._ready.set()  # the process ended: start() must not wait for READY
 
     def till(self):
         return Till(self.till_port)

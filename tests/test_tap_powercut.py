@@ -44,7 +44,7 @@ def test_power_cut_at_every_flash_operation_of_a_tap(tmp_path, torn):
                 said = till.read()
             except (ConnectionError, OSError):
                 said = "died in the tap"
-            emu.proc.wait(5) if emu.proc.poll() is not None else None
+                emu.proc.wait(5)  # the link drops as the process dies: let it finish
         cut = emu.proc.poll() is not None
         emu.stop()
         emu.sim.remove_phone(phone)

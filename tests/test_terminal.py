@@ -104,3 +104,22 @@ def test_payments_and_counters_survive_a_restart(tmp_path, issuer):
         # The cloned wallet replays its counter: the restored table still knows it.
         assert pay(emu, till, phone, 300, "A2") == "RESULT A2 DECLINED COUNTER_REPLAY"
         assert till.call("STATUS") == "STATUS idle 1 down"
+
+
+def test_unprovisioned_or_bad_config_is_refused_with_a_reason(tmp_path, issuer):
+    for name, cfg in (("none", None), ("long-merchant", config(issuer, merchant_id="M" * 17)),
+                      ("bad-key", dict(config(issuer), issuers=[{"kid": "zz"}]))):
+        emu = Emulator(tmp_path / name, cfg or config(issuer), heap=demo.HEAP)
+        try:
+            if cfg is not None:
+                emu.provision()
+            try:
+                emu.start(wait=10)
+                started = True
+            except RuntimeError:
+                started = False
+            assert not started, name
+            assert any(l.startswith("CONFIG ") for l in emu.lines), (name, emu.lines)
+            assert any("NOT PROVISIONED" in l for l in emu.lines), name
+        finally:
+            emu.stop()

@@ -289,8 +289,8 @@ def load_config(path):
                 raise rules.ConfigError("config lacks %s" % key)
         if len(bytes.fromhex(cfg["terminal_id"])) != token.TERMINAL_ID_LEN:
             raise rules.ConfigError("terminal_id must be 8 bytes of hex")
-        if not 1 <= len(cfg["merchant_id"]) <= token.MAX_MERCHANT_ID:
-            raise rules.ConfigError("merchant_id must be 1..16 characters")
+        if not 1 <= len(cfg["merchant_id"].encode()) <= token.MAX_MERCHANT_ID:
+            raise rules.ConfigError("merchant_id must be 1..16 bytes of UTF-8")
         return cfg
     except OSError:
         raise rules.ConfigError("no config at %s: provision the terminal first" % path)

@@ -26,6 +26,11 @@ def _build(argv):
     return build.main(argv)
 
 
+def _provision(argv):
+    from host_tools import provision
+    return provision.main(argv)
+
+
 def _issuer(argv):
     """Create an issuer key pair: private key PEM + the public entry for terminals."""
     import json
@@ -51,6 +56,7 @@ COMMANDS = {
     "pn532-sim": (_pn532_sim, "run the PN532 simulator on a TCP port / pty"),
     "vectors": (_vectors, "regenerate the PROTOCOL.md test vectors"),
     "build": (_build, "compile firmware + a board to .mpy (esp32: -march=xtensawin)"),
+    "provision": (_provision, "check a config and put it on a terminal with mpremote"),
     "issuer": (_issuer, "create an issuer key and print its terminal config entry"),
 }
 

@@ -2,13 +2,17 @@
 wired by boards/unix to the PN532 simulator, a littlefs flash image and a Wi-Fi
 link a test can take down. `Emulator` starts it; `Till` speaks its register link
 as a merchant's till would (docs/till.md)."""
+import contextlib
 import json
 import os
+import pty
+import select
 import socket
 import subprocess
 import sys
 import threading
 import time
+import tty
 from pathlib import Path
 
 from host_tools.build import build
@@ -84,13 +88,6 @@ class Emulator:
         env.update(self.extra_env)
         return env
 
-    def run_mp(self, code, timeout=60):
-        r = subprocess.run([micropython(), "-X", "heapsize=" + self.heap, "-c", code],
-                           env=self.env(), capture_output=True, text=True, timeout=timeout)
-        if r.returncode:
-            raise RuntimeError("unix port failed:\n" + r.stdout + r.stderr)
-        return r.stdout
-
     def last_tap_ms(self):
         """The terminal's own time for the last tap, activation to decision stored,
         less the time it spent polling an empty field before the phone arrived."""
@@ -104,13 +101,62 @@ class Emulator:
         return None
 
     def provision(self):
-        """Write the config onto the terminal's flash, as the technician CLI does."""
-        if not self.sim_started:
-            self.sim.start()
-            self.sim_started = True
+        """Put the config on the terminal's flash the way a technician does: the
+        CLI's mpremote path over the emulated terminal's REPL."""
+        from host_tools.provision import provision
         cfg = self.workdir / "config.json"
         cfg.write_text(json.dumps(self.config))
-        return self.run_mp("import board; board.provision(%r)" % str(cfg))
+        with self.repl() as url:
+            return provision(url, cfg, board="unix", out=lambda *a: None)
+
+    @contextlib.contextmanager
+    def repl(self):
+        """The emulated terminal's USB REPL: the unix port on a pty with the flash
+        mounted, bridged to socket://127.0.0.1:PORT for mpremote."""
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        proc = subprocess.Popen(
+            [micropython(), "-X", "heapsize=" + self.heap, "-i", "-c", "import flash; flash.setup()"],
+            stdin=slave, stdout=slave, stderr=slave, env=self.env(), close_fds=True)
+        os.close(slave)
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        stop = threading.Event()
+
+        def bridge():
+            srv.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    continue
+                with conn:
+                    while not stop.is_set():
+                        r, _, _ = select.select([master, conn], [], [], 0.2)
+                        try:
+                            if master in r:
+                                conn.sendall(os.read(master, 4096))
+                            if conn in r:
+                                d = conn.recv(4096)
+                                if not d:
+                                    break
+                                os.write(master, d)
+                        except OSError:
+                            break
+
+        t = threading.Thread(target=bridge, daemon=True)
+        t.start()
+        try:
+            yield "socket://127.0.0.1:%d" % srv.getsockname()[1]
+        finally:
+            stop.set()
+            t.join(2)
+            srv.close()
+            proc.kill()
+            proc.wait()
+            os.close(master)
 
     def start(self, wait=20):
         if not self.sim_started:

@@ -41,14 +41,3 @@ def wire():
     b.clock = time.time
     b.wdt = None
     return b
-
-
-def provision(src):
-    """Copy a config file onto the terminal's flash (atomic: write, then rename)."""
-    flash.setup()
-    with open(src, "rb") as f:
-        data = f.read()
-    with open(CONFIG + ".tmp", "wb") as f:
-        f.write(data)
-    os.rename(CONFIG + ".tmp", CONFIG)
-    print("PROVISIONED %d bytes" % len(data))

@@ -15,8 +15,8 @@ import time
 
 from micropython import const
 
-# The 16 KB P-256 G table first: it needs one contiguous block, which a heap
-# fragmented by the imports below may no longer have at the first tap.
+# The 16 KB P-256 G table at boot, not at the first tap: that tap should neither
+# pay for the import nor look for 4 KB blocks in a heap the imports fragmented.
 from pos import p256_gtab  # noqa: F401
 from pos import apdu, reason, rules, till, tlv, token
 from pos.journal import JournalError

@@ -169,7 +169,8 @@ class Emulator:
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
-        if not self._ready.wait(wait) or self.proc.poll() is not None:
+        self._ready.wait(wait)
+        if not any(l.startswith("READY") for l in self.lines) or self.proc.poll() is not None:
             self.stop()
             raise RuntimeError("terminal did not come up (exit %s):\n%s" % (
                 self.proc.returncode, "\n".join(self.lines[-30:])))

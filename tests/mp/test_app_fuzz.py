@@ -7,7 +7,7 @@ import os
 import sys
 sys.path.insert(0, ".frozen")
 import unit
-from pos import app, reason, rules
+from pos import reason, rules, terminal
 
 
 class Journal:
@@ -64,7 +64,7 @@ def make():
            "issuers": [v["issuer"]]}
     nfc = FuzzNFC()
     ver = rules.Verifier(rules.Policy.from_config(cfg))
-    t = app.Terminal(nfc, Journal(), ver, cfg, Feedback(), clock=lambda: v["terminal"]["time"],
+    t = terminal.Terminal(nfc, Journal(), ver, cfg, Feedback(), clock=lambda: v["terminal"]["time"],
                      log=lambda *a: None)
     return t, nfc, bytes.fromhex(v["response_data"])
 

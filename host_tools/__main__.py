@@ -31,6 +31,11 @@ def _provision(argv):
     return provision.main(argv)
 
 
+def _journal(argv):
+    from host_tools import journal_dump
+    return journal_dump.main(argv)
+
+
 def _issuer(argv):
     """Create an issuer key pair: private key PEM + the public entry for terminals."""
     import json
@@ -57,6 +62,7 @@ COMMANDS = {
     "vectors": (_vectors, "regenerate the PROTOCOL.md test vectors"),
     "build": (_build, "compile firmware + a board to .mpy (esp32: -march=xtensawin)"),
     "provision": (_provision, "check a config and put it on a terminal with mpremote"),
+    "journal": (_journal, "read a flash image's payments and re-verify each one"),
     "issuer": (_issuer, "create an issuer key and print its terminal config entry"),
 }
 

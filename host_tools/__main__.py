@@ -6,36 +6,6 @@ import argparse
 import sys
 
 
-def _pn532_sim(argv):
-    from host_tools import pn532_sim
-    return pn532_sim.main(argv)
-
-
-def _demo(argv):
-    from host_tools import demo
-    return demo.main(argv)
-
-
-def _vectors(argv):
-    from host_tools import vectors
-    return vectors.main(argv)
-
-
-def _build(argv):
-    from host_tools import build
-    return build.main(argv)
-
-
-def _provision(argv):
-    from host_tools import provision
-    return provision.main(argv)
-
-
-def _journal(argv):
-    from host_tools import journal_dump
-    return journal_dump.main(argv)
-
-
 def _issuer(argv):
     """Create an issuer key pair: private key PEM + the public entry for terminals."""
     import json
@@ -56,13 +26,21 @@ def _issuer(argv):
     return 0
 
 
+def _module(name):
+    # Imported on use: `--help` of one command never pays for the others.
+    def run(argv):
+        import importlib
+        return importlib.import_module("host_tools." + name).main(argv)
+    return run
+
+
 COMMANDS = {
-    "demo": (_demo, "emulated terminal takes a session of taps offline"),
-    "pn532-sim": (_pn532_sim, "run the PN532 simulator on a TCP port / pty"),
-    "vectors": (_vectors, "regenerate the PROTOCOL.md test vectors"),
-    "build": (_build, "compile firmware + a board to .mpy (esp32: -march=xtensawin)"),
-    "provision": (_provision, "check a config and put it on a terminal with mpremote"),
-    "journal": (_journal, "read a flash image's payments and re-verify each one"),
+    "demo": (_module("demo"), "emulated terminal takes a session of taps offline"),
+    "pn532-sim": (_module("pn532_sim"), "run the PN532 simulator on a TCP port / pty"),
+    "vectors": (_module("vectors"), "regenerate the PROTOCOL.md test vectors"),
+    "build": (_module("build"), "compile firmware + a board to .mpy (esp32: -march=xtensawin)"),
+    "provision": (_module("provision"), "check a config and put it on a terminal with mpremote"),
+    "journal": (_module("journal_dump"), "read a flash image's payments and re-verify each one"),
     "issuer": (_issuer, "create an issuer key and print its terminal config entry"),
 }
 

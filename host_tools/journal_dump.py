@@ -46,7 +46,8 @@ def read_records(image, block_size=4096, journal_dir="journal"):
     return out, problems
 
 
-def _verify(alg, key, message, sig):
+def verify_signature(alg, key, message, sig):
+    """ES256 (r||s) or RS256 (PKCS#1 v1.5) with `cryptography`: True or False."""
     try:
         if alg == "ES256":
             pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), key)
@@ -69,9 +70,9 @@ def check_record(payload, issuers):
     counter = int.from_bytes(resp[0x32], "big")
     iss = issuers.get(cred["issuer_kid"].hex())
     body = cred_raw[:len(cred_raw) - len(ws.tlv(0x1F, cred["issuer_sig"]))]
-    issuer_ok = iss is not None and _verify(iss["alg"], bytes.fromhex(iss["key"]),
+    issuer_ok = iss is not None and verify_signature(iss["alg"], bytes.fromhex(iss["key"]),
                                             ws.CRED_DOMAIN + body, cred["issuer_sig"])
-    device_ok = _verify("ES256", cred["device_key"],
+    device_ok = verify_signature("ES256", cred["device_key"],
                         ws.auth_message(rec[0x41], counter, resp[0x33][0], cred_raw), resp[0x34])
     return {"reference": ref.decode(errors="replace"), "amount": int.from_bytes(req[0x24], "big"),
             "currency": int.from_bytes(req[0x25], "big"), "wallet": cred["wallet_id"].hex(),

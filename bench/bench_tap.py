@@ -46,12 +46,9 @@ def tap(emu, till, phone, ref):
     emu.sim.remove_phone(phone)
     assert "APPROVED" in result, result
     deadline = time.time() + 5
-    while time.time() < deadline:
-        line = next((l for l in emu.lines[n:] if l.startswith("TAP ")), None)
-        if line:
-            break
+    while (logged := emu.last_tap(n)) is None and time.time() < deadline:
         time.sleep(0.01)
-    parts = dict(p.split("=", 1) for p in line.split()[2:] if "=" in p)
+    parts = logged[1]
     # firmware time = wall time of the phase minus time slept waiting on the reader
     fw = {p: (int(parts[p]) - int(parts.get(p + "_idle", 0))) / 1000 for p in PHASES}
     time.sleep(0.15)  # the phone leaves; the next customer steps up

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import tty
 from pathlib import Path
 
@@ -88,17 +87,26 @@ class Emulator:
         env.update(self.extra_env)
         return env
 
+    def last_tap(self, since=0):
+        """The terminal's TAP log line after line `since`, as (reason, {phase: value})."""
+        for line in reversed(self.lines[since:]):
+            if line.startswith("TAP "):
+                parts = line.split()
+                return parts[1], dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+        return None
+
     def last_tap_ms(self):
         """The terminal's own time for the last tap, activation to decision stored,
         less the time it spent polling an empty field before the phone arrived."""
-        for line in reversed(self.lines):
-            if line.startswith("TAP "):
-                parts = dict(p.split("=", 1) for p in line.split()[2:] if "=" in p)
-                us = [int(parts[k]) for k in ("activation", "select", "authorize", "verify", "persist")
-                      if k in parts]
-                us.append(-int(parts.get("activation_idle", 0)))
-                return sum(us) / 1000 if len(us) > 1 else None
-        return None
+        tap = self.last_tap()
+        if tap is None:
+            return None
+        parts = tap[1]
+        us = [int(parts[k]) for k in ("activation", "select", "authorize", "verify", "persist")
+              if k in parts]
+        if not us:
+            return None
+        return (sum(us) - int(parts.get("activation_idle", 0))) / 1000
 
     def provision(self):
         """Put the config on the terminal's flash the way a technician does: the

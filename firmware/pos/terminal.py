@@ -24,6 +24,9 @@ _T_REQUEST = const(0x41)
 _T_RESPONSE = const(0x42)
 _T_REFERENCE = const(0x43)
 RECORD_MAX = const(1400)
+_RECORD_SPEC = ((_T_REQUEST, 1, token.MAX_REQUEST, True),
+                (_T_RESPONSE, 1, token.MAX_RESPONSE, True),
+                (_T_REFERENCE, 0, till.MAX_REF, True))
 
 
 class Terminal:
@@ -92,22 +95,18 @@ class Terminal:
         nfc = self.nfc
         start = time.ticks_ms()
         failures = 0
-        if self._field_busy:
-            # Never charge a phone that was left on the reader after the last tap:
-            # the removal watcher must see the field empty first.
-            self.state = "waiting for removal"
-            while self._field_busy:
-                if self._cancel:
-                    return reason.CANCELLED, None
-                if time.ticks_diff(time.ticks_ms(), start) > self.charge_timeout:
-                    return reason.TIMEOUT, None
-                await asyncio.sleep_ms(20)
-            self.state = "charging"
         while True:
             if self._cancel:
                 return reason.CANCELLED, None
             if time.ticks_diff(time.ticks_ms(), start) > self.charge_timeout:
                 return reason.TIMEOUT, None
+            if self._field_busy:
+                # Never charge a phone that was left on the reader after the last
+                # tap: the removal watcher must see the field empty first.
+                self.state = "waiting for removal"
+                await asyncio.sleep_ms(20)
+                continue
+            self.state = "charging"
             t0, i0 = time.ticks_us(), nfc.idle_us
             try:
                 target = await nfc.poll_async(_POLL_MS)
@@ -129,10 +128,11 @@ class Terminal:
                 code, rid = self._tap(amount, currency, ref)
             finally:
                 self._release()
-                if code != reason.CARD_REMOVED and code != reason.PROTOCOL:
+                retry = code == reason.CARD_REMOVED or code == reason.PROTOCOL
+                if not retry:
                     # A decision (or a bug) happened: this phone must leave first.
                     asyncio.create_task(self._watch_removal())
-            if code == reason.CARD_REMOVED or code == reason.PROTOCOL:
+            if retry:
                 # The exchange broke before any decision: nothing was charged, so
                 # the same phone may simply be presented again.
                 self.log("TAP %s, present the phone again" % reason.name(code))
@@ -238,7 +238,5 @@ class Terminal:
 
 def decode_record(payload):
     """(request data, response data, reference) views of a journal payload."""
-    f = tlv.decode(payload, ((_T_REQUEST, 1, token.MAX_REQUEST, True),
-                             (_T_RESPONSE, 1, token.MAX_RESPONSE, True),
-                             (_T_REFERENCE, 0, till.MAX_REF, True)), [None] * 3)
+    f = tlv.decode(payload, _RECORD_SPEC, [None] * 3)
     return f[0], f[1], f[2]

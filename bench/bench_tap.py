@@ -15,6 +15,7 @@ trips to the simulator, so those estimates err on the slow side. Persistence
 scales the unix port's littlefs-on-a-file time; real NOR flash adds its own
 program/erase latency (a 4 KB sector erase is ~45 ms), which is not modelled.
 """
+import os
 import statistics
 import sys
 import tempfile
@@ -62,7 +63,7 @@ def main():
            "issuers": [iss.config()]}
     rows = {"first-seen": [], "returning": []}
     d = tempfile.mkdtemp()
-    with Emulator(Path(d), cfg, heap=demo.HEAP) as emu:
+    with Emulator(Path(d), cfg, heap=os.environ.get("TAP_HEAP", demo.HEAP)) as emu:
         emu.provision()
         emu.start()
         till = emu.till()

@@ -66,14 +66,16 @@ SESSION = [
 ]
 
 
-HEAP = "256k"  # see README, "Memory": the unix port keeps code in the heap
+HEAP = "128k"  # the firmware's data; see Emulator and README, "Memory"
 
 
 def run(workdir, out=print, heap=HEAP):
     config, phones = make_world()
     emu = Emulator(workdir, config, heap=heap)
     emu.set_link(False)
-    out("provisioning the emulated terminal (unix port, heap %s) ..." % heap)
+    out("provisioning the emulated terminal (unix port: heap %s for data + %d KB measured\n"
+        "for the code, which the ESP32 build freezes into flash; -X heapsize=%s) ..." % (
+            heap, emu.code_bytes // 1024, emu.heapsize))
     emu.provision()
     emu.start()
     till = emu.till()

@@ -55,8 +55,52 @@ class Till:
         self.sock.close()
 
 
+# Modules of the build that boards/unix never imports (other PN532 transports).
+_NOT_WIRED = {"pos.pn532_i2c", "pos.pn532_spi"}
+
+_FOOTPRINT = r"""
+import asyncio, gc, sys
+gc.collect()
+a = gc.mem_alloc()
+for name in sys.argv[1:]:
+    __import__(name)
+gc.collect()
+print(gc.mem_alloc() - a)
+"""
+
+
+def code_footprint(build_dir):
+    """Bytes of heap that importing the build's firmware and board modules takes
+    in the unix port: bytecode, constants (the P-256 table), qstrs and function
+    objects, all of which a device build freezes into flash. Measured, not
+    estimated: a fresh process imports them all and reads gc.mem_alloc()."""
+    build_dir = Path(build_dir)
+    names = sorted(str(p.relative_to(build_dir).with_suffix("")).replace(os.sep, ".")
+                   for p in build_dir.rglob("*.mpy"))
+    names = [n for n in names if n not in _NOT_WIRED and not n.endswith("__init__")]
+    r = subprocess.run([micropython(), "-X", "heapsize=4m", "-c", _FOOTPRINT] + names,
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MICROPYPATH=".frozen:" + str(build_dir)))
+    if r.returncode:
+        raise RuntimeError("measuring the code footprint failed:\n" + r.stdout + r.stderr)
+    return int(r.stdout.split()[-1])
+
+
+def heap_bytes(spec):
+    """ "128k" -> 131072 (the unix port's -X heapsize syntax)."""
+    spec = str(spec).strip().lower()
+    mult = {"k": 1024, "m": 1024 * 1024}.get(spec[-1:], 1)
+    return int(spec.rstrip("km")) * mult
+
+
 class Emulator:
-    """Runs boards/unix/main.py in the unix port against a PN532 simulator."""
+    """Runs boards/unix/main.py in the unix port against a PN532 simulator.
+
+    Heap: `heap` is the cap for the firmware's data, as on the device. On the
+    ESP32 the firmware is frozen into flash (boards/esp32/manifest.py), so its
+    code takes no heap; the unix port can only load .mpy into the heap, so the
+    process gets `heap` plus the code's measured footprint (code_footprint()).
+    Code that grows still has to fit beside the same data budget."""
 
     def __init__(self, workdir, config, heap="128k", sim=None, env=None):
         self.workdir = Path(workdir).resolve()
@@ -70,6 +114,9 @@ class Emulator:
         self.till_port = free_port()
         self.extra_env = env or {}
         self.build_dir = build("unix")
+        self.code_bytes = code_footprint(self.build_dir)
+        kb = (heap_bytes(heap) + self.code_bytes + 1023) // 1024
+        self.heapsize = "%dk" % kb  # what -X heapsize gets
         self.proc = None
         self.sim_started = False
         self.lines = []
@@ -124,7 +171,7 @@ class Emulator:
         master, slave = pty.openpty()
         tty.setraw(slave)
         proc = subprocess.Popen(
-            [micropython(), "-X", "heapsize=" + self.heap, "-i", "-c", "import flash; flash.setup()"],
+            [micropython(), "-X", "heapsize=" + self.heapsize, "-i", "-c", "import flash; flash.setup()"],
             stdin=slave, stdout=slave, stderr=slave, env=self.env(), close_fds=True)
         os.close(slave)
         srv = socket.socket()
@@ -172,7 +219,7 @@ class Emulator:
             self.sim_started = True
         self.set_link(self.wifi_file.read_text().strip() == "up" if self.wifi_file.exists() else False)
         self.proc = subprocess.Popen(
-            [micropython(), "-X", "heapsize=" + self.heap, str(self.build_dir / "main.py")],
+            [micropython(), "-X", "heapsize=" + self.heapsize, str(self.build_dir / "main.py")],
             env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._pump, daemon=True)

@@ -178,8 +178,9 @@ async def run(wire, log=print):
     await board.till.start(handler)
     board.feedback.led("off")
     board.feedback.show("READY")
-    log("READY terminal=%s pn532=%d.%d records=%d pending=%d" % (
-        cfg["terminal_id"], fw[1], fw[2], n, journal.pending()))
+    gc.collect()
+    log("READY terminal=%s pn532=%d.%d records=%d pending=%d heap_free=%d" % (
+        cfg["terminal_id"], fw[1], fw[2], n, journal.pending(), gc.mem_free()))
     wdt = getattr(board, "wdt", None)
     while True:
         if wdt:

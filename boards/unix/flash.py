@@ -31,6 +31,7 @@ whole-block erase+write) that VfsFat would use.
 from micropython import const
 import os
 import sys
+import time
 import vfs
 
 _BLOCK_SIZE = const(4096)
@@ -45,6 +46,8 @@ _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_BLOCK_ERASE = const(6)
 
 _CUT_EXIT = const(86)
+
+device = None  # the FlashDevice setup() mounted (for the emulator's probe)
 
 
 class PowerCut(BaseException):
@@ -70,6 +73,9 @@ class FlashDevice:
         self.ops = 0
         self.erases = 0
         self.programs = 0
+        self.prog_bytes = 0  # for the tap bench's NOR timing model
+        self.read_bytes = 0
+        self.busy_us = 0  # time spent emulating the chip (C and silicon on a device)
         self.violations = 0
         self.dead = False
         self._dead_exc = PowerCut("device is dead")
@@ -162,7 +168,9 @@ class FlashDevice:
             if self.torn:
                 self._erase(addr, self.block_size // 2)
             self._die()
+        t = time.ticks_us()
         self._erase(addr, self.block_size)
+        self.busy_us += time.ticks_diff(time.ticks_us(), t)
 
     def program(self, addr, buf):
         if addr < 0 or addr + len(buf) > self.blocks * self.block_size:
@@ -172,20 +180,26 @@ class FlashDevice:
         cut = self._tick()
         self.programs += 1
         data = memoryview(buf)
+        self.prog_bytes += len(data)
         if cut:
             if self.torn:
                 self._program(addr, data[:len(data) // 2])
             self._die()
+        t = time.ticks_us()
         self._program(addr, data)
+        self.busy_us += time.ticks_diff(time.ticks_us(), t)
 
     # -- block-device protocol ----------------------------------------------
 
     def readblocks(self, block, buf, offset=0):
         if self.dead:
             self._dead()
+        t = time.ticks_us()
         f = self._f
         f.seek(block * self.block_size + offset)
         n = f.readinto(buf)
+        self.busy_us += time.ticks_diff(time.ticks_us(), t)
+        self.read_bytes += len(buf)
         if n != len(buf):
             raise OSError(5)  # EIO: read past the end of the chip
 
@@ -255,6 +269,8 @@ def setup(image=None, mountpoint="/flash", blocks=_BLOCKS):
     """Board entry: image file (POS_FLASH if not given) -> device (cut
     settings from env) -> littlefs mounted at `mountpoint`.  Returns the
     directory for the journal, as boards/esp32/flash.setup() does."""
+    global device
     image = image or os.getenv("POS_FLASH") or "flash.img"
-    mount(from_env(image, blocks), mountpoint)
+    device = from_env(image, blocks)
+    mount(device, mountpoint)
     return mountpoint + "/journal"

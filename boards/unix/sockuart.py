@@ -32,6 +32,7 @@ class SockUART:
         self._mv = memoryview(self._buf)
         self._n = 0
         self._eof = False
+        self.busy_us = 0  # time spent in this emulation (a UART's FIFO in C on a device)
 
     def _fill(self, ms):
         """Pull whatever the socket has (waiting up to ms for something); return buffered count."""
@@ -48,6 +49,7 @@ class SockUART:
         return self._n
 
     def any(self):
+        # Not in busy_us: the driver counts a look that finds nothing as waiting.
         return self._fill(0)
 
     def _take(self, mv, n):
@@ -60,6 +62,13 @@ class SockUART:
         return k
 
     def readinto(self, buf, nbytes=None):
+        t = time.ticks_us()
+        try:
+            return self._readinto(buf, nbytes)
+        finally:
+            self.busy_us += time.ticks_diff(time.ticks_us(), t)
+
+    def _readinto(self, buf, nbytes):
         mv = memoryview(buf)
         n = len(mv) if nbytes is None else min(nbytes, len(mv))
         got = 0
@@ -86,6 +95,13 @@ class SockUART:
         return bytes(b[:got])
 
     def write(self, b):
+        t = time.ticks_us()
+        try:
+            return self._write(b)
+        finally:
+            self.busy_us += time.ticks_diff(time.ticks_us(), t)
+
+    def _write(self, b):
         mv = memoryview(b)
         sent = 0
         while sent < len(mv):

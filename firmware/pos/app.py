@@ -169,6 +169,7 @@ async def run(wire, log=print):
     term = Terminal(nfc, journal, verifier, cfg, board.feedback, board.clock, log, bufs)
     term.link_up = board.wifi.isconnected
     term.nfc_baud = baud
+    term.probe = getattr(board, "probe", None)
     board.wifi.active(True)
     board.wifi.connect()  # returns at once; the station keeps trying in the background
 

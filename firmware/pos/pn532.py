@@ -324,7 +324,12 @@ class PN532:
         """Generator: yield sleep requests until the transport is ready; PN532Timeout
         once ms have passed since start (ticks_ms)."""
         t = self._t
-        while not t.ready():
+        while True:
+            c = time.ticks_us()
+            if t.ready():
+                return
+            # A look that found nothing is part of the wait, not of the work.
+            self.idle_us += time.ticks_diff(time.ticks_us(), c)
             waited = time.ticks_diff(time.ticks_ms(), start)
             if waited >= ms:
                 raise PN532Timeout("no answer")
@@ -435,8 +440,9 @@ class PN532:
 
         try:
             while True:
+                ms = next(g)  # the driver's own work: not idle
                 t = time.ticks_us()
-                await asyncio.sleep_ms(next(g))
+                await asyncio.sleep_ms(ms)
                 self.idle_us += time.ticks_diff(time.ticks_us(), t)
         except StopIteration as e:
             return e.value

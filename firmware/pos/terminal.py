@@ -52,6 +52,10 @@ class Terminal:
         self._field_busy = False  # a phone from the last tap may still be there
         self.timing = {}
         self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
+        # An emulated board's counters: (us in emulated hardware, flash
+        # counters...); logged per phase so the tap bench can tell firmware
+        # time from the emulation's. None on a device.
+        self.probe = None
 
     # -- the till's view --------------------------------------------------------
 
@@ -91,6 +95,23 @@ class Terminal:
 
     # -- one charge ------------------------------------------------------------
 
+    def _mark(self):
+        return time.ticks_us(), self.nfc.idle_us, self.probe() if self.probe else None
+
+    def _phase(self, name, m):
+        # name: wall us; name_idle: waiting on the reader; with an emulated
+        # board's probe also name_hw (us in emulated hardware) and name_flash
+        # (deltas of its flash counters, "/"-separated).
+        tm = self.timing
+        tm[name] = time.ticks_diff(time.ticks_us(), m[0])
+        tm[name + "_idle"] = self.nfc.idle_us - m[1]
+        if m[2] is not None:
+            p = self.probe()
+            tm[name + "_hw"] = p[0] - m[2][0]
+            d = [p[i] - m[2][i] for i in range(1, len(p))]
+            if any(d):
+                tm[name + "_flash"] = "/".join(str(x) for x in d)
+
     async def _take(self, amount, currency, ref):
         nfc = self.nfc
         start = time.ticks_ms()
@@ -107,7 +128,7 @@ class Terminal:
                 await asyncio.sleep_ms(20)
                 continue
             self.state = "charging"
-            t0, i0 = time.ticks_us(), nfc.idle_us
+            m = self._mark()
             try:
                 target = await nfc.poll_async(_POLL_MS)
             except PN532Error as e:
@@ -120,8 +141,8 @@ class Terminal:
             if target is None:
                 await asyncio.sleep_ms(0)
                 continue
-            self.timing = {"activation": time.ticks_diff(time.ticks_us(), t0),
-                           "activation_idle": nfc.idle_us - i0}
+            self.timing = {}
+            self._phase("activation", m)
             self._field_busy = True
             code, rid = reason.READER, None
             try:
@@ -148,20 +169,18 @@ class Terminal:
         nfc = self.nfc
         tm = self.timing
         try:
-            t0, i0 = time.ticks_us(), nfc.idle_us
+            m = self._mark()
             sw = apdu.parse_select(nfc.apdu(apdu.SELECT))
-            tm["select"] = time.ticks_diff(time.ticks_us(), t0)
-            tm["select_idle"] = nfc.idle_us - i0
+            self._phase("select", m)
             if sw is not None:
                 return reason.NO_WALLET, None
             self.seq += 1
             now = int(self.clock())
             n, data = apdu.build_authorize(self._cmd, self.terminal_id, self.merchant_id, amount,
                                            currency, os.urandom(token.UN_LEN), now, self.seq)
-            t0, i0 = time.ticks_us(), nfc.idle_us
+            m = self._mark()
             sw, resp = self._chained.exchange(nfc.apdu, memoryview(self._cmd)[:n])
-            tm["authorize"] = time.ticks_diff(time.ticks_us(), t0)
-            tm["authorize_idle"] = nfc.idle_us - i0
+            self._phase("authorize", m)
         except TargetLost:
             return reason.CARD_REMOVED, None
         except PN532Error as e:
@@ -174,19 +193,19 @@ class Terminal:
             return reason.WALLET_ERROR, None
         req = self._req
         req.amount, req.currency, req.time, req.data = amount, currency, now, data
-        t0 = time.ticks_us()
+        m = self._mark()
         code = self.verifier.check(req, resp)
-        tm["verify"] = time.ticks_diff(time.ticks_us(), t0)
+        self._phase("verify", m)
         tm["cache"] = self.verifier.cache_hit
         if code != reason.APPROVED:
             return code, None
-        t0 = time.ticks_us()
+        m = self._mark()
         try:
             rid = self._persist(data, resp, ref)
         except (JournalError, OSError, tlv.TLVError) as e:
             self.log("STORAGE %s" % (e,))
             return reason.STORAGE, None
-        tm["persist"] = time.ticks_diff(time.ticks_us(), t0)
+        self._phase("persist", m)
         cred = self.verifier.cred
         self.verifier.commit(cred.wallet_id, self.verifier.counter, amount)
         return reason.APPROVED, rid

@@ -179,3 +179,40 @@ def test_journal_tool_reverifies_stored_payments(tmp_path, issuer):
     forged = payload[:i + 5] + bytes((payload[i + 5] ^ 1,)) + payload[i + 6:]
     r = journal_dump.check_record(forged, issuers)
     assert not r["ok"] and r["why"] == "device signature"
+
+
+def test_data_heap_is_128k_beside_the_measured_code(tmp_path, issuer):
+    from host_tools.emulator import code_footprint, heap_bytes
+    emu = Emulator(tmp_path, config(issuer), heap=demo.HEAP)
+    assert demo.HEAP == "128k"
+    code = code_footprint(emu.build_dir)
+    assert 40 * 1024 < code < 200 * 1024  # every firmware and board module, imported
+    assert heap_bytes(emu.heapsize) == (128 * 1024 + code + 1023) // 1024 * 1024
+    # Without the allowance the same firmware cannot even start: its code is in the heap.
+    small = Emulator(tmp_path / "small", config(issuer), heap="128k")
+    small.heapsize = "128k"
+    small.provision()
+    with pytest.raises(RuntimeError, match="MemoryError"):
+        small.start()
+
+
+def test_tap_log_separates_firmware_from_emulated_hardware(tmp_path, issuer):
+    with Emulator(tmp_path, config(issuer), heap=demo.HEAP) as emu:
+        emu.provision()
+        emu.start()
+        assert int(next(l for l in emu.lines if l.startswith("READY")).split("heap_free=")[1]) > 64 * 1024
+        till = emu.till()
+        n = len(emu.lines)
+        assert pay(emu, till, ws.Phone(issuer), 250, "H1") == "RESULT H1 APPROVED 1"
+        deadline = time.time() + 5
+        while emu.last_tap(n) is None and time.time() < deadline:
+            time.sleep(0.02)
+        _, parts = emu.last_tap(n)
+        for phase in ("activation", "select", "authorize", "verify", "persist"):
+            wall, idle, hw = (int(parts[phase + k]) for k in ("", "_idle", "_hw"))
+            assert 0 <= idle <= wall and 0 <= hw <= wall, (phase, parts)
+        assert int(parts["authorize_hw"]) > 0  # the APDUs went through the emulated UART
+        ops, nbytes, erases, _ = (int(x) for x in parts["persist_flash"].split("/"))
+        # The record reached the chip; littlefs copies the tail block, so an erase too.
+        assert ops > 0 and nbytes >= 500 and erases >= 1, parts
+        assert "verify_flash" not in parts  # deciding touches no flash

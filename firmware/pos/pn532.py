@@ -322,24 +322,26 @@ class PN532:
 
     def _wait(self, start, ms):
         """Generator: yield sleep requests until the transport is ready; PN532Timeout
-        once ms have passed since start (ticks_ms)."""
+        once ms have passed since start (ticks_ms). All of it counts as idle_us:
+        on a device the loop spins while the reader and the radio work."""
         t = self._t
-        while True:
-            c = time.ticks_us()
-            if t.ready():
-                return
-            # A look that found nothing is part of the wait, not of the work.
+        c = time.ticks_us()
+        try:
+            while not t.ready():
+                waited = time.ticks_diff(time.ticks_ms(), start)
+                if waited >= ms:
+                    raise PN532Timeout("no answer")
+                # ACKs come ~1 ms after a command: poll tightly at first (0 = just yield)
+                yield 0 if waited < _SPIN_MS else self.poll_ms
+        finally:
             self.idle_us += time.ticks_diff(time.ticks_us(), c)
-            waited = time.ticks_diff(time.ticks_ms(), start)
-            if waited >= ms:
-                raise PN532Timeout("no answer")
-            # ACKs come ~1 ms after a command: poll tightly at first (0 = just yield)
-            yield 0 if waited < _SPIN_MS else self.poll_ms
 
     def _abort(self):
         """Send ACK: the PN532 aborts the command in progress. Drop whatever was in flight."""
         self._t.write(_ACK_FRAME)
+        c = time.ticks_us()
         self._sleep(_SETTLE_MS)
+        self.idle_us += time.ticks_diff(time.ticks_us(), c)
         self._t.drain()
 
     def _call(self, cmd, params=b"", data=b"", timeout_ms=_SHORT_MS, idle_ok=False):
@@ -421,17 +423,16 @@ class PN532:
                 continue
             return ln - 2
 
-    # idle_us counts time spent waiting for the reader, so the app can report its
-    # own work per phase apart from the reader's and the radio's.
+    # idle_us counts time spent waiting for the reader (in _wait, _abort and
+    # poll's retries), so the app can report its own work per phase apart
+    # from the reader's and the radio's.
     def _run(self, g):
         sleep = self._sleep
         try:
             while True:
                 ms = next(g)
                 if ms:
-                    t = time.ticks_us()
                     sleep(ms)
-                    self.idle_us += time.ticks_diff(time.ticks_us(), t)
         except StopIteration as e:
             return e.value
 
@@ -440,10 +441,7 @@ class PN532:
 
         try:
             while True:
-                ms = next(g)  # the driver's own work: not idle
-                t = time.ticks_us()
-                await asyncio.sleep_ms(ms)
-                self.idle_us += time.ticks_diff(time.ticks_us(), t)
+                await asyncio.sleep_ms(next(g))
         except StopIteration as e:
             return e.value
 
@@ -541,7 +539,9 @@ class PN532:
                 return None
             r = self._rx
             if ln < 1 or r[2] == 0:
+                c = time.ticks_us()
                 yield self.poll_ms  # "no target" (finite MaxRetries): try again
+                self.idle_us += time.ticks_diff(time.ticks_us(), c)
                 continue
             if ln < 6:
                 raise FrameError("short target data")

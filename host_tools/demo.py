@@ -1,7 +1,8 @@
 """`make demo`: a market stall's session on the emulated terminal.
 
-Starts the PN532 simulator and the firmware in the unix port (heap capped at
-128k), provisions issuer keys onto its flash, and plays taps through the
+Starts the PN532 simulator and the firmware in the unix port (128k of heap for
+the firmware's data, plus the measured footprint of its code, which the ESP32
+build keeps in flash: see host_tools.emulator.Emulator), provisions issuer keys onto its flash, and plays taps through the
 register link as a till would: phones paying, one over its per-tap limit, one
 replaying an old authorization, a cloned wallet, one with an expired
 credential, forged signatures, one left on the reader. Prints a line per tap

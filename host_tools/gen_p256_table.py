@@ -19,7 +19,7 @@ GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 # Must match p256.py's chunking (_C, _L); W is the G window, recorded in the module.
 C = 4
 L = 64
-W = int(__import__("os").environ.get("GTAB_W", "8"))
+W = 8
 
 
 def add(a, b):

@@ -182,10 +182,10 @@ def test_journal_tool_reverifies_stored_payments(tmp_path, issuer):
 
 
 def test_data_heap_is_128k_beside_the_measured_code(tmp_path, issuer):
-    from host_tools.emulator import code_footprint, heap_bytes
+    from host_tools.emulator import heap_bytes
     emu = Emulator(tmp_path, config(issuer), heap=demo.HEAP)
     assert demo.HEAP == "128k"
-    code = code_footprint(emu.build_dir)
+    code = emu.code_bytes
     assert 40 * 1024 < code < 200 * 1024  # every firmware and board module, imported
     assert heap_bytes(emu.heapsize) == (128 * 1024 + code + 1023) // 1024 * 1024
     # Without the allowance the same firmware cannot even start: its code is in the heap.

@@ -4,9 +4,11 @@ from conftest import ROOT, run_mp
 
 SCRIPT = """
 import board, machine
+import esp32
+esp32.add_partition("journal", 8 * 4096)
 b = board.wire("market-wifi", "secret")
 assert type(b.nfc).__name__ == "PN532"
-assert b.journal_dir == "/journal"          # no 'journal' partition on the fake
+assert b.journal_dev.ioctl(4, 0) == 8       # the raw 'journal' partition
 assert b.config_path == "/config.json"
 assert isinstance(int(b.clock()), int)
 for want in (("freq", 240000000), ("WDT", 0, 8000), ("UART", 1, 115200, 32, 33), ("UART", 2, 115200, 17, 16)):

@@ -1,7 +1,8 @@
-"""Power-cut sweep for the payment journal on littlefs (the test that matters most).
+"""Power-cut sweep for the payment journal on raw NOR flash (the test that matters most).
 
-For every program/erase op k of a workload (appends across segment rotations,
-upload-cursor renames, deletion of uploaded segments), a fresh process runs
+For every program/erase op k of a workload (appends across block switches and
+a wrap of the ring, block header programs, erases of uploaded blocks, cursor
+frames and the switch to the other cursor block), a fresh process runs
 the workload on the flash image and is SIGKILLed at op k (the op is dropped,
 or half-applied in the torn variant).  The next process remounts the same
 image and checks: every acknowledged record is present and intact, nothing
@@ -52,4 +53,4 @@ def test_power_cut_at_every_flash_op(tmp_path, monkeypatch, torn):
         assert k < 2000, "workload never completes"
     r = _step(monkeypatch, POS_STEP_VERIFY=1)
     assert r.returncode == 0 and "VERIFIED" in r.stdout, r.stdout + r.stderr
-    assert killed == total >= 100, (killed, total)
+    assert killed == total >= 80, (killed, total)

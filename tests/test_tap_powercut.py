@@ -65,6 +65,7 @@ def test_power_cut_at_every_flash_operation_of_a_tap(tmp_path, torn):
             break  # the tap completed before op k: every op of it has been cut once
     else:
         pytest.fail("the tap never completed without a cut")
-    assert len(outcomes) > 3, outcomes
+    # A tap programs a block header and its record: two ops to cut, then a clean run.
+    assert len(outcomes) >= 3, outcomes
     assert any(s == "died in the tap" for s, _ in outcomes.values()), outcomes
     assert list(outcomes.values())[-1][0].endswith("APPROVED 1"), outcomes

@@ -171,7 +171,7 @@ def test_journal_tool_reverifies_stored_payments(tmp_path, issuer):
     lines = []
     assert journal_dump.main(["--image", str(tmp_path / "flash.img"), "--config",
                               str(tmp_path / "config.json")], out=lines.append) == 0, lines
-    assert lines[-1] == "2 records, 0 problems" and "12.34" in lines[0] and "verified" in lines[1]
+    assert lines[-1] == "2 records (0 uploaded), 0 problems" and "12.34" in lines[0] and "verified" in lines[1]
     records, problems = journal_dump.read_records(tmp_path / "flash.img")
     issuers = {i["kid"]: i for i in json.loads((tmp_path / "config.json").read_text())["issuers"]}
     rid, payload = records[0]
@@ -213,6 +213,7 @@ def test_tap_log_separates_firmware_from_emulated_hardware(tmp_path, issuer):
             assert 0 <= idle <= wall and 0 <= hw <= wall, (phase, parts)
         assert int(parts["authorize_hw"]) > 0  # the APDUs went through the emulated UART
         ops, nbytes, erases, _ = (int(x) for x in parts["persist_flash"].split("/"))
-        # The record reached the chip; littlefs copies the tail block, so an erase too.
-        assert ops > 0 and nbytes >= 500 and erases >= 1, parts
+        # The record reached the chip in program ops only (the first one opens
+        # block 0: its header too): the journal erases while idle, not in a tap.
+        assert 1 <= ops <= 2 and nbytes >= 300 and erases == 0, parts
         assert "verify_flash" not in parts  # deciding touches no flash

@@ -1,5 +1,5 @@
 """The real terminal: ESP32-WROOM-32 + PN532 on UART1 (HSU), till on UART2,
-journal on the `journal` littlefs partition, LEDs/buzzer, optional SSD1306."""
+journal on the raw `journal` partition, LEDs/buzzer, optional SSD1306."""
 import time
 
 import machine
@@ -29,7 +29,7 @@ def wire(ssid=None, key=None):
     from pos.pn532_hsu import PN532_HSU
     b = Board()
     b.wdt = hw.setup()
-    b.journal_dir = flash.setup()
+    b.journal_dev = flash.setup()
     b.config_path = CONFIG
     uart = machine.UART(pins.PN532_UART, baudrate=115200, tx=pins.PN532_TX, rx=pins.PN532_RX,
                         timeout=0, rxbuf=512)

@@ -1,8 +1,8 @@
 """The emulated board: what the firmware gets in the unix port.
 
-PN532 over HSU to the simulator (POS_PN532=host:port), littlefs on a
-file-backed NOR image (POS_FLASH), the till on a loopback TCP port (POS_TILL),
-Wi-Fi from a control file (POS_WIFI), feedback as EVENT lines on stdout.
+PN532 over HSU to the simulator (POS_PN532=host:port), littlefs and the raw
+journal partition on a file-backed NOR image (POS_FLASH), the till on a
+loopback TCP port (POS_TILL), Wi-Fi from a control file (POS_WIFI), feedback as EVENT lines on stdout.
 """
 import os
 import time
@@ -30,7 +30,7 @@ def wire():
     from pos.pn532 import PN532
     from pos.pn532_hsu import PN532_HSU
     b = Board()
-    b.journal_dir = flash.setup()
+    b.journal_dev = flash.setup()
     b.config_path = CONFIG
     host, port = _pn532_addr()
     uart = SockUART(port, host)

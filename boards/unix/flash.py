@@ -241,10 +241,11 @@ def from_env(path, blocks=_BLOCKS, block_size=_BLOCK_SIZE, strict=False):
 def is_blank(dev):
     """True when both superblock blocks are fully erased (a never-formatted chip)."""
     buf = bytearray(_CHUNK)
+    ff = b"\xff" * _CHUNK
     for block in (0, 1):
-        for off in range(0, dev.block_size, _CHUNK):
+        for off in range(0, dev.ioctl(_IOCTL_BLOCK_SIZE, 0), _CHUNK):
             dev.readblocks(block, buf, off)
-            if buf != dev._ff:
+            if buf != ff:
                 return False
     return True
 
@@ -265,12 +266,52 @@ def umount(mountpoint="/flash"):
     vfs.umount(mountpoint)
 
 
+class Partition:
+    """Blocks first..first+blocks-1 of a device, as a device of their own:
+    the emulated chip's partition table, as esp32.Partition gives the ESP32
+    firmware its "journal" partition."""
+
+    def __init__(self, dev, first, blocks):
+        if first < 0 or blocks < 1 or first + blocks > dev.blocks:
+            raise ValueError("partition outside the device")
+        self.dev = dev
+        self.first = first
+        self.blocks = blocks
+
+    def readblocks(self, block, buf, offset=0):
+        self._check(block, offset, len(buf))
+        self.dev.readblocks(self.first + block, buf, offset)
+
+    def writeblocks(self, block, buf, offset=None):
+        self._check(block, offset or 0, len(buf))
+        self.dev.writeblocks(self.first + block, buf, offset)
+
+    def _check(self, block, offset, n):
+        if block < 0 or block * self.dev.block_size + offset + n > self.blocks * self.dev.block_size:
+            raise OSError(5)  # EIO, as esp32.Partition reports an access outside it
+
+    def ioctl(self, op, arg):
+        if op == _IOCTL_BLOCK_COUNT:
+            return self.blocks
+        if op == _IOCTL_BLOCK_ERASE:
+            if not 0 <= arg < self.blocks:
+                raise OSError(5)
+            arg += self.first
+        return self.dev.ioctl(op, arg)
+
+
+# The emulated chip's partition table: littlefs for config and the like, then
+# the raw journal (host_tools/journal_dump.py reads the same layout).
+FS_BLOCKS = const(64)
+
+
 def setup(image=None, mountpoint="/flash", blocks=_BLOCKS):
     """Board entry: image file (POS_FLASH if not given) -> device (cut
-    settings from env) -> littlefs mounted at `mountpoint`.  Returns the
-    directory for the journal, as boards/esp32/flash.setup() does."""
+    settings from env) -> littlefs on its first FS_BLOCKS mounted at
+    `mountpoint`. Returns the rest of the chip, the journal's partition, as
+    boards/esp32/flash.setup() does."""
     global device
     image = image or os.getenv("POS_FLASH") or "flash.img"
     device = from_env(image, blocks)
-    mount(device, mountpoint)
-    return mountpoint + "/journal"
+    mount(Partition(device, 0, FS_BLOCKS), mountpoint)
+    return Partition(device, FS_BLOCKS, blocks - FS_BLOCKS)

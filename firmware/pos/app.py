@@ -127,17 +127,18 @@ class TillSession:
                 await self.send(till.declined(ref, reason.name(code), rid))
         except OSError as e:
             term.log("TILL result not delivered: %s" % (e,))
+        term.prepare_storage()  # the result is out: now the erase costs nobody time
 
 
 async def run(wire, log=print):
-    from pos.journal import Journal
+    from pos.journal import Journal, JournalError
     # The big long-lived buffers first, while the heap is still in one piece;
     # the board's objects after them.
     gc.collect()
     table = rules.WalletTable(256)
     bufs = (apdu.Chained(), bytearray(RECORD_MAX))
     board = wire() if callable(wire) else wire
-    journal = Journal(board.journal_dir)
+    journal = Journal(board.journal_dev)
     try:
         cfg = load_config(board.config_path)
         policy = rules.Policy.from_config(cfg)
@@ -147,8 +148,16 @@ async def run(wire, log=print):
         board.feedback.show("NOT PROVISIONED")
         return 2
     gc.collect()
-    for seg, good, dropped, why in journal.open():
-        log("JOURNAL dropped %d bytes of %s after offset %d: %s" % (dropped, seg, good, why))
+    try:
+        report = journal.open()
+    except JournalError as e:
+        log("JOURNAL %s" % (e,))
+        board.feedback.led("red")
+        board.feedback.show("STORAGE FAULT")
+        return 4
+    for where, good, dropped, why in report:
+        log("JOURNAL dropped %d bytes of %s after offset %d: %s" % (dropped, where, good, why))
+    journal.prepare()
     verifier = rules.Verifier(policy, table)
     n = restore(verifier, journal)
     nfc = board.nfc
@@ -186,6 +195,8 @@ async def run(wire, log=print):
     while True:
         if wdt:
             wdt.feed()
+        if term.state == "idle":
+            term.prepare_storage()
         await asyncio.sleep_ms(1000)
 
 

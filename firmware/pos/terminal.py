@@ -93,6 +93,15 @@ class Terminal:
             self.feedback.show("DECLINED " + reason.name(code))
         return code, rid
 
+    def prepare_storage(self):
+        """Idle work: have the journal erase its next block now, so the next
+        approval only programs flash. A failure here loses nothing: append()
+        erases (slowly) or declines with STORAGE."""
+        try:
+            self.journal.prepare()
+        except (JournalError, OSError) as e:
+            self.log("STORAGE prepare failed: %s" % (e,))
+
     # -- one charge ------------------------------------------------------------
 
     def _mark(self):

@@ -170,41 +170,40 @@ def test_tillport_uart2_line_protocol():
     assert seen == [("STATUS",)]
 
 
-def test_flash_without_partition_uses_root_dir():
+def test_flash_without_partition_refuses():
     esp32.reset()
-    assert flash.setup() == "/journal"
+    unit.raises(flash.JournalSetupError, flash.setup)
 
 
-def test_flash_partition_formatted_mounted_and_used():
+def test_flash_partition_is_the_raw_journal():
     esp32.reset()
     esp32.add_partition("journal", 8 * 4096)
-    path = flash.setup("journal", "/flash")
-    assert path == "/flash/journal"
+    part = flash.setup("journal")
     assert ("Partition.find", esp32.Partition.TYPE_DATA, 0xff, "journal", 4096) in esp32.calls
     import gc
     gc.collect()
     from pos.journal import Journal
-    j = Journal(path, reserve=4096)
-    j.open()
+    j = Journal(part)
+    assert j.open() == []
     assert j.append(b"on the esp32 partition") == 1
-    import vfs
-    vfs.umount("/flash")
-    # Remount: the data is there, nothing is reformatted.
-    assert flash.setup("journal", "/flash") == path
-    j = Journal(path, reserve=4096)
+    assert j.prepare()
+    # A reboot: a new Partition object on the same flash.
+    j = Journal(flash.setup("journal"))
     assert j.open() == [] and list(j.records()) == [(1, b"on the esp32 partition")]
-    vfs.umount("/flash")
 
 
-def test_flash_non_blank_garbage_is_not_formatted():
+def test_flash_foreign_data_is_not_erased():
     esp32.reset()
     esp32.add_partition("journal", 8 * 4096)
     p = esp32.Partition("journal")
-    p.writeblocks(0, b"\x00" * 16, 0)
-    unit.raises(OSError, flash.setup, "journal", "/flash")
+    p.writeblocks(3, b"\x00" * 16, 0)
+    import gc
+    gc.collect()
+    from pos.journal import Journal, JournalError
+    unit.raises(JournalError, Journal(flash.setup("journal")).open)
     b = bytearray(16)
-    p.readblocks(0, b, 0)
-    assert b == bytearray(16)  # still the old bytes: nothing was formatted
+    p.readblocks(3, b, 0)
+    assert b == bytearray(16)  # still the old bytes: nothing was erased
 
 
 unit.run(globals())

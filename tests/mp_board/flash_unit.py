@@ -139,25 +139,35 @@ def test_in_process_power_cut_and_remount():
     # The "raise" mode: cut inside this process, drop the vfs, remount.
     from pos.journal import Journal
     dev = new(32, strict=True)
-    flash.mount(dev, "/flash")
-    j = Journal("/flash/j")
+    j = Journal(flash.Partition(dev, 8, 24))
     j.open()
     j.append(b"first")
-    dev.cut_at = dev.ops + 1  # the commit of a small append is one program
+    dev.cut_at = dev.ops + 1  # an append is one program
     try:
         j.append(b"second")
         raise AssertionError("no cut")
     except flash.PowerCut:
         pass
-    flash.umount("/flash")
     dev.close()
     dev = flash.FlashDevice(IMG, 32, strict=True)
-    flash.mount(dev, "/flash")
-    j = Journal("/flash/j")
+    j = Journal(flash.Partition(dev, 8, 24))
     assert j.open() == []
     assert list(j.records()) == [(1, b"first")]
     assert j.append(b"again") == 2
-    flash.umount("/flash")
+    dev.close()
+
+
+def test_partition_is_a_window_on_the_chip():
+    dev = new(16, strict=True)
+    p = flash.Partition(dev, 4, 8)
+    assert p.ioctl(4, 0) == 8 and p.ioctl(5, 0) == 4096
+    p.ioctl(6, 0)
+    p.writeblocks(7, b"end", 4093)
+    assert read(dev, 11, 4093, 3) == b"end"
+    unit.raises(OSError, p.writeblocks, 7, b"over", 4093)
+    unit.raises(OSError, p.readblocks, 8, bytearray(1), 0)
+    unit.raises(OSError, p.ioctl, 6, 8)
+    unit.raises(ValueError, flash.Partition, dev, 10, 8)
     dev.close()
 
 
@@ -169,23 +179,24 @@ def test_from_env_defaults():
 
 
 def test_write_image_for_host_tool():
-    # tests/test_journal.py then reads this image with littlefs-python.
+    # tests/test_journal.py then reads this image on the host: littlefs-python
+    # for the file system, host_tools/journal_dump.py for the journal.
     path = TMP + "/host_check.img"
     try:
         os.remove(path)
     except OSError:
         pass
     from pos.journal import Journal
-    dev = flash.FlashDevice(path, 64, strict=True)
-    flash.mount(dev, "/flash")
+    dev = flash.FlashDevice(path, flash.FS_BLOCKS + 8, strict=True)
+    flash.mount(flash.Partition(dev, 0, flash.FS_BLOCKS), "/flash")
     with open("/flash/hello.txt", "w") as f:
         f.write("from the unix port")
-    j = Journal("/flash/journal", segment_size=1024)
+    flash.umount("/flash")
+    j = Journal(flash.Partition(dev, flash.FS_BLOCKS, 8))
     j.open()
-    for i in range(30):
+    for i in range(300):
         j.append(b"payment %d" % i)
     j.mark_uploaded(3)
-    flash.umount("/flash")
     dev.close()
 
 

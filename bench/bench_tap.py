@@ -138,7 +138,7 @@ import sys, gc, time
 import asyncio
 for n in sys.argv[2:]:
     __import__(n)
-from pos.sig import verify
+from pos.sig import verify, warm
 free = int(sys.argv[1])
 junk = []
 gc.collect()
@@ -147,7 +147,7 @@ while free and gc.mem_free() > free + 64:
 pub = bytes.fromhex(%r)
 msg = b"gc probe"
 sig = bytes.fromhex(%r)
-assert verify("ES256", pub, msg, sig)
+assert warm("ES256", pub) and verify("ES256", pub, msg, sig)
 ts = []
 for i in range(40):
     t = time.ticks_us()

@@ -13,7 +13,7 @@ import time
 # The 16 KB P-256 G table at boot, not at the first tap: that tap should neither
 # pay for the import nor look for 4 KB blocks in a heap the imports fragmented.
 from pos import p256_gtab  # noqa: F401
-from pos import apdu, reason, rules, till, tlv, token
+from pos import apdu, reason, rules, sig, till, tlv, token
 from pos.pn532 import PN532Error
 from pos.terminal import RECORD_MAX, Terminal, decode_record
 
@@ -127,7 +127,7 @@ class TillSession:
                 await self.send(till.declined(ref, reason.name(code), rid))
         except OSError as e:
             term.log("TILL result not delivered: %s" % (e,))
-        term.prepare_storage()  # the result is out: now the erase costs nobody time
+        term.idle_work()  # the result is out: now this costs nobody time
 
 
 async def run(wire, log=print):
@@ -159,6 +159,9 @@ async def run(wire, log=print):
         log("JOURNAL dropped %d bytes of %s after offset %d: %s" % (dropped, where, good, why))
     journal.prepare()
     verifier = rules.Verifier(policy, table)
+    for iss in policy.issuers.values():
+        if iss.alg == token.ALG_ES256:
+            sig.warm("ES256", iss.key)  # every first-seen wallet's credential: verify it warm
     n = restore(verifier, journal)
     nfc = board.nfc
     baud = getattr(board, "nfc_baud", None)
@@ -196,7 +199,7 @@ async def run(wire, log=print):
         if wdt:
             wdt.feed()
         if term.state == "idle":
-            term.prepare_storage()
+            term.idle_work()
         await asyncio.sleep_ms(1000)
 
 

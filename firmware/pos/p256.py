@@ -9,9 +9,12 @@
 # _L bits: a digit at bit k*_L + j is added at step j as a multiple of
 # 2^(k*_L)*P, so the accumulator needs only _L doublings. The tables of those
 # multiples are affine, so every addition is a mixed one. G's come
-# precomputed (p256_gtab.py). Q's cost (_C-1)*_L doublings of Q -- together
-# with the _L of the loop, the ~256 any first verify spends -- and are kept in
-# a small LRU, so a key seen before needs only the _L.
+# precomputed (p256_gtab.py, in flash on the device). Q's cost (_C-1)*_L
+# doublings to build, so a key's first verify does not build them: it runs
+# one chunk of 256 steps with Q's four smallest odd multiples (the ~256
+# doublings any first verify spends, and no more). warm() builds a key's full
+# table -- the app does it while idle, after a wallet's first payment -- and a
+# small LRU keeps it, so the wallet's next verify needs only _L doublings.
 from micropython import const
 
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
@@ -19,17 +22,18 @@ _N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 _SQRT_EXP = (_P + 1) // 4  # p = 3 mod 4, so sqrt(c) = c^((p+1)/4)
 
-_C = const(4)  # chunks per scalar (must match p256_gtab.C)
-_L = const(64)  # bits per chunk (must match p256_gtab.L)
+_C = const(8)  # chunks per scalar (must match p256_gtab.C)
+_L = const(32)  # bits per chunk (must match p256_gtab.L)
 Q_WINDOW = const(4)  # wNAF width for Q: 2^(Q_WINDOW-2) odd multiples per chunk
-CACHE_KEYS = const(8)  # keys whose tables are kept (1 KB each)
+CACHE_KEYS = const(8)  # keys whose tables are kept (2 KB each)
 
-# Schedule entries are small ints: step << 13 | negate << 12 | table << 9 | index,
+# Schedule entries are small ints: step << 14 | negate << 13 | table << 9 | index,
 # table 0 = Q's (all chunks), 1 + k = G's chunk k.
-_NEG = const(0x1000)
-_TAB = const(0xE00)
+_STEP = const(14)
+_NEG = const(0x2000)
+_TAB = const(0x1E00)
 _IDX = const(0x1FF)
-_END = const(0xE00)  # step 0, table 7: no such table
+_END = const(0x1E00)  # step 0, table 15: no such table
 
 _cache = []  # [key bytes, affine Q table], most recent first
 _gtab = None
@@ -89,20 +93,21 @@ def _double_n(X, Y, Z, n):
     return X, Y, Z
 
 
-def _table(x, y):
-    """Affine odd multiples d*2^(k*_L)*Q, x||y 64 bytes each, in the G table's layout."""
+def _table(x, y, chunks=_C):
+    """Affine odd multiples d*2^(k*_L)*Q for k < chunks, x||y 64 bytes each, in
+    the G table's layout."""
     p = _P
     h = 1 << (Q_WINDOW - 2)  # odd multiples per chunk
     # One bytearray per key rather than 64 ints: long-lived ints scattered
     # through the heap fragment it until big RSA temporaries no longer fit.
     # Allocated first, before the temporaries below are strewn over the heap.
-    out = bytearray(64 * _C * h)
+    out = bytearray(64 * chunks * h)
     xs = []  # Jacobian X, Y of every multiple; Z implied by zs/es below
     ys = []
     es = []  # Z of multiple j+1 = Z of multiple j * es[j] (co-Z additions)
     zs = []  # Z of each chunk's first multiple
     X, Y, Z = x, y, 1
-    for k in range(_C):
+    for k in range(chunks):
         # Doubling that also returns P rescaled to the result's Z (DBLU):
         # 4b = X*(2Y)^2 and 8g^2 = Y*(2Y)^3 fall out of the formula.
         d = Z * Z % p
@@ -116,7 +121,7 @@ def _table(x, y):
         X = 4 * b % p
         Y = 8 * g % p
         zs.append(Z)
-        if k < _C - 1:
+        if k < chunks - 1:
             NX, NY, NZ = _double_n(DX, DY, Z, _L - 1)  # next chunk: 2^L * P from 2P
         # Odd multiples by co-Z additions (Meloni ZADDU, 5M+2S): M += D,
         # D rescaled to the sum's Z, the Z factor e kept instead of Z itself.
@@ -136,12 +141,12 @@ def _table(x, y):
             xs.append(X)
             ys.append(Y)
             es.append(e)
-        if k < _C - 1:
+        if k < chunks - 1:
             X, Y, Z = NX, NY, NZ
     # Z of each chunk's last multiple; invert all _C of them with one
     # inversion (Montgomery's trick), then walk back down each chunk.
     zl = []
-    for k in range(_C):
+    for k in range(chunks):
         z = zs[k]
         for j in range(k * (h - 1), (k + 1) * (h - 1)):
             z = z * es[j] % p
@@ -152,7 +157,7 @@ def _table(x, y):
         pre.append(acc)
         acc = acc * z % p
     inv = _inv(acc, p)
-    for k in range(_C - 1, -1, -1):
+    for k in range(chunks - 1, -1, -1):
         zi = inv * pre[k] % p  # 1 / Z of the chunk's last multiple
         inv = inv * zl[k] % p
         for j in range(h - 1, -1, -1):
@@ -166,8 +171,7 @@ def _table(x, y):
     return out
 
 
-def key_table(pub):
-    """The cached Q table for `pub` (bytes), building it on first sight; None if invalid."""
+def _cached(pub):
     c = _cache
     for i in range(len(c)):
         if c[i][0] == pub:
@@ -176,10 +180,19 @@ def key_table(pub):
                 c.pop(i)
                 c.insert(0, e)
             return e[1]
+    return None
+
+
+def key_table(pub):
+    """The cached Q table for `pub` (bytes), building it if needed; None if invalid."""
+    t = _cached(pub)
+    if t is not None:
+        return t
     pt = decode_point(pub)
     if pt is None:
         return None
     t = _table(pt[0], pt[1])
+    c = _cache
     c.insert(0, [pub, t])
     if len(c) > CACHE_KEYS:
         c.pop()
@@ -193,10 +206,10 @@ def is_warm(pub):
     return False
 
 
-def _schedule(k, w, tag, step, out):
+def _schedule(k, w, tag, step, out, l=_L, c=_C):
     # Append width-w NAF digits of k as schedule entries; a digit in chunk ck
-    # gets tag + ck * step | (|d| >> 1). Reads the scalar a byte pair at a
-    # time so all the work is on small ints.
+    # (of c chunks of l bits) gets tag + ck * step | (|d| >> 1). Reads the
+    # scalar a byte pair at a time so all the work is on small ints.
     kb = k.to_bytes(36, "little")
     full = 1 << w
     mask = full - 1
@@ -211,10 +224,10 @@ def _schedule(k, w, tag, step, out):
             if d >= half:
                 d -= full
             carry = ((x & mask) + carry - d) >> w
-            ck = i // _L
-            if ck >= _C:
-                ck = _C - 1
-            e = (i - ck * _L) << 13 | (tag + ck * step + ((d if d > 0 else -d) >> 1))
+            ck = i // l
+            if ck >= c:
+                ck = c - 1
+            e = (i - ck * l) << _STEP | (tag + ck * step + ((d if d > 0 else -d) >> 1))
             out.append(e | _NEG if d < 0 else e)
             i += w
         else:
@@ -225,8 +238,7 @@ def _schedule(k, w, tag, step, out):
             i += t
 
 
-def mul2_check(u1, u2, qt, r):
-    """True iff x(u1*G + u2*Q) mod n == r, where qt is Q's table."""
+def _g():
     global _gtab
     if _gtab is None:
         from pos import p256_gtab
@@ -234,12 +246,34 @@ def mul2_check(u1, u2, qt, r):
         if p256_gtab.C != _C or p256_gtab.L != _L:
             raise ImportError("p256_gtab chunking does not match p256")
         _gtab = p256_gtab
+    return _gtab
+
+
+def mul2_check(u1, u2, qt, r):
+    """True iff x(u1*G + u2*Q) mod n == r, where qt is Q's full table."""
+    g = _g()
     tabs = [memoryview(qt)]
-    for g in _gtab.G:
-        tabs.append(memoryview(g))
+    for t in g.G:
+        tabs.append(memoryview(t))
     sched = []
-    _schedule(u1, _gtab.W, 1 << 9, 1 << 9, sched)
+    _schedule(u1, g.W, 1 << 9, 1 << 9, sched)
     _schedule(u2, Q_WINDOW, 0, 1 << (Q_WINDOW - 2), sched)
+    return _run(sched, tabs, r)
+
+
+def mul2_check_cold(u1, u2, x, y, r):
+    """mul2_check for a key without a table: one 256-step chunk, Q's small
+    odd multiples built here and dropped."""
+    g = _g()
+    tabs = [memoryview(_table(x, y, 1)), memoryview(g.G[0])]
+    sched = []
+    _schedule(u1, g.W, 1 << 9, 0, sched, 1024, 1)
+    _schedule(u2, Q_WINDOW, 0, 0, sched, 1024, 1)
+    return _run(sched, tabs, r)
+
+
+def _run(sched, tabs, r):
+    # The accumulator loop over schedule entries, highest step first.
     if not sched:
         return False
     sched.sort(reverse=True)
@@ -247,9 +281,9 @@ def mul2_check(u1, u2, qt, r):
     p = _P
     fb = int.from_bytes
     X = Y = Z = 0  # Z == 0: point at infinity
-    cur = sched[0] >> 13
+    cur = sched[0] >> _STEP
     for c in sched:
-        j = c >> 13
+        j = c >> _STEP
         for _ in range(cur - j):
             # Doubling as in _double_n; Z == 0 (infinity) stays 0.
             d = Z * Z % p
@@ -309,8 +343,14 @@ def verify_digest(pub, h, sig):
     s = int.from_bytes(sig[32:], "big")
     if not (0 < r < n and 0 < s < n):
         return False
-    qt = key_table(pub)
+    qt = _cached(pub)
     if qt is None:
-        return False
+        pt = decode_point(pub)
+        if pt is None:
+            return False
     w = _inv(s, n)
-    return mul2_check(int.from_bytes(h, "big") * w % n, r * w % n, qt, r)
+    u1 = int.from_bytes(h, "big") * w % n
+    u2 = r * w % n
+    if qt is None:
+        return mul2_check_cold(u1, u2, pt[0], pt[1], r)
+    return mul2_check(u1, u2, qt, r)

@@ -12,7 +12,7 @@ import time
 
 from micropython import const
 
-from pos import apdu, reason, rules, till, tlv, token
+from pos import apdu, reason, rules, sig, till, tlv, token
 from pos.journal import JournalError
 from pos.pn532 import PN532Error, TargetLost
 
@@ -50,6 +50,7 @@ class Terminal:
         self._req = rules.Request()
         self._cancel = False
         self._field_busy = False  # a phone from the last tap may still be there
+        self._to_warm = None  # device key of a wallet that just paid, for idle_work()
         self.timing = {}
         self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
         # An emulated board's counters: (us in emulated hardware, flash
@@ -93,14 +94,24 @@ class Terminal:
             self.feedback.show("DECLINED " + reason.name(code))
         return code, rid
 
-    def prepare_storage(self):
-        """Idle work: have the journal erase its next block now, so the next
-        approval only programs flash. A failure here loses nothing: append()
-        erases (slowly) or declines with STORAGE."""
+    def idle_work(self):
+        """Work that would slow a tap down, done between taps: the journal
+        erases its next block, so the next approval only programs flash; the
+        key of a wallet that just paid gets its verification table, so its
+        next tap needs a warm verify (a third of a cold one). A failure here
+        loses nothing: append() erases (slowly) or declines with STORAGE, and
+        a key without a table is verified cold."""
         try:
             self.journal.prepare()
         except (JournalError, OSError) as e:
             self.log("STORAGE prepare failed: %s" % (e,))
+        key = self._to_warm
+        self._to_warm = None
+        if key is not None and not sig.is_warm("ES256", key):
+            try:
+                sig.warm("ES256", key)
+            except MemoryError:
+                self.log("WARM no heap for a key table")
 
     # -- one charge ------------------------------------------------------------
 
@@ -217,6 +228,7 @@ class Terminal:
         self._phase("persist", m)
         cred = self.verifier.cred
         self.verifier.commit(cred.wallet_id, self.verifier.counter, amount)
+        self._to_warm = cred.device_key
         return reason.APPROVED, rid
 
     def _persist(self, data, resp, ref):

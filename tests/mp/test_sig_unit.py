@@ -39,15 +39,21 @@ def test_import_is_light():
 
 
 def test_known_vector_and_compressed_key():
-    assert verify("ES256", PUB, MSG, SIG) is True
-    assert verify("ES256", compressed(PUB), MSG, SIG) is True
-    assert verify("ES256", PUB, MSG + b"!", SIG) is False
     bad = bytearray(SIG)
     bad[63] ^= 1
-    assert verify("ES256", PUB, MSG, bad) is False
+    p256._cache.clear()
+    # Cold: a first verify builds no table; warm(): the same answers from the table.
+    for state in ("cold", "warm"):
+        assert verify("ES256", PUB, MSG, SIG) is True, state
+        assert verify("ES256", compressed(PUB), MSG, SIG) is True, state
+        assert verify("ES256", PUB, MSG + b"!", SIG) is False, state
+        assert verify("ES256", PUB, MSG, bad) is False, state
+        assert is_warm("ES256", PUB) is (state == "warm")
+        warm("ES256", PUB)
 
 
 def test_warm_api():
+    p256._cache.clear()
     pub = g_multiples()[5]
     assert not is_warm("ES256", pub)
     assert warm("ES256", pub) is True
@@ -71,13 +77,13 @@ def test_cache_is_bounded_lru():
 
 
 def test_table_matches_decoded_point():
-    # Entry 0 of chunk 0 is Q itself; entry 1 is 3Q; chunk k starts at 2^(64k) Q.
+    # Entry 0 of chunk 0 is Q itself; entry 1 is 3Q; chunk k starts at 2^(L*k) Q.
     pub = g_multiples()[3]
     t = p256.key_table(pub)
     assert bytes(t[:64]) == pub[1:]
     t3 = p256._table(GX, GY)
     per_chunk = 1 << (p256.Q_WINDOW - 2)
-    # 2^64 * G is the first entry of G's chunk 1 in the committed G table.
+    # 2^L * G is the first entry of G's chunk 1 in the committed G table.
     from pos import p256_gtab
 
     assert bytes(t3[64 * per_chunk : 64 * per_chunk + 64]) == p256_gtab.G[1][:64]

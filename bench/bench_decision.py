@@ -104,7 +104,8 @@ def scenario():
     return "\n".join(lines) + "\n"
 
 
-def main():
+def measure():
+    """{"first"/"returning": ([us], [heap free before], [heap kept])}; RuntimeError on failure."""
     out = build("unix")
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "sc.json"
@@ -115,9 +116,16 @@ def main():
         r = subprocess.run([micropython(), "-X", "heapsize=128k", str(script), str(p)],
                            capture_output=True, text=True, env=env, timeout=300)
     if r.returncode:
-        print(r.stdout + r.stderr)
+        raise RuntimeError(r.stdout + r.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main():
+    try:
+        res = measure()
+    except RuntimeError as e:
+        print(e)
         return 1
-    res = json.loads(r.stdout.strip().splitlines()[-1])
     print(__doc__.split("\n\n")[0])
     print("\n| wallet | median ms (unix port, 128k heap) | ESP32 estimate (70-90x) | heap free before |")
     print("|---|---|---|---|")

@@ -21,9 +21,12 @@ sector erase, reads at 40 MHz quad I/O (~20 MB/s). The journal erases while
 idle, so a tap's persist is one program op (two when it opens a block).
 
 GC: the unix port keeps the firmware's code in the GC heap, so each collection
-during a tap also marks ~105 KB that the ESP32 keeps in flash. The last lines
-measure what that costs a warm ES256 verify; the estimates keep the emulator's
-(slower) figure.
+during a tap also marks ~105 KB that the ESP32 keeps in flash, and verification
+(~0.5 MB of short-lived big ints per ES256 verify) triggers many. So a second
+table takes the verify phase from the decision bench (bench_decision.py: the
+same Verifier.check on the same kind of taps, in a 128k heap that holds only
+the code verification needs) and keeps every other phase from the first. The
+last line measures the effect on one warm ES256 verify.
 """
 import os
 import statistics
@@ -34,6 +37,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_decision  # noqa: E402
 
 from host_tools import demo  # noqa: E402
 from host_tools import wallet_sim as ws  # noqa: E402
@@ -107,8 +113,10 @@ def main():
     print("| wallet | phase | unix firmware ms | unix emulated hw ms (not scaled) "
           "| modelled reader+radio+phone+flash ms | ESP32 estimate ms |")
     print("|---|---|---|---|---|---|")
+    rest = {}
     for kind, taps in rows.items():
         lo_tot = hi_tot = unix_tot = 0.0
+        rest[kind] = [0.0, 0.0]
         for p in PHASES:
             fw = statistics.median(t[0][p] for t in taps)
             ph = statistics.median(t[1][p] for t in taps)
@@ -119,16 +127,33 @@ def main():
             hi_tot += hi
             unix_tot += fw
             print("| %s | %s | %.2f | %.2f | %.1f | %.0f-%.0f |" % (kind, p, fw, em, ph, lo, hi))
+            # Everything but the verify phase's firmware time, for the second table.
+            rest[kind][0] += ph if p == "verify" else lo
+            rest[kind][1] += ph if p == "verify" else hi
         goal = GOAL_FIRST if kind == "first-seen" else GOAL_RETURNING
         print("| %s | **total** | %.2f | | | **%.0f-%.0f** (goal <= %d ms: %s; contactless target 500 ms) |" % (
             kind, unix_tot, lo_tot, hi_tot, goal, "met" if hi_tot <= goal else
             ("met at the low end" if lo_tot <= goal else "NOT met")))
+    dec = bench_decision.measure()
+    print("\nThe same tap with verification timed in the decision bench's heap instead (128k "
+          "holding only the code verification needs, as the ESP32's frozen firmware holds none; "
+          "medians of %d decisions, the issuer key and a paying wallet's key warmed as the terminal "
+          "does while idle):\n" % len(dec["first"][0]))
+    print("| wallet | verify, decision bench ms | verify, ESP32 estimate ms | total, ESP32 estimate ms |")
+    print("|---|---|---|---|")
+    for kind, key in (("first-seen", "first"), ("returning", "returning")):
+        v = statistics.median(dec[key][0]) / 1000
+        lo, hi = rest[kind][0] + v * 70, rest[kind][1] + v * 90
+        goal = GOAL_FIRST if kind == "first-seen" else GOAL_RETURNING
+        print("| %s | %.2f | %.0f-%.0f | **%.0f-%.0f** (goal <= %d ms: %s) |" % (
+            kind, v, v * 70, v * 90, lo, hi, goal, "met" if hi <= goal else
+            ("met at the low end" if lo <= goal else "NOT met")))
     emu_ms = gc_probe(build_dir, heapsize, ready_free, everything=True)
     dev_ms = gc_probe(build_dir, demo.HEAP, None, everything=False)
     print("\nGC: a warm ES256 verify, median of 40: %.2f ms in the emulated terminal's heap "
           "(-X heapsize=%s, all its code loaded, %d KB free as at READY) vs %.2f ms in %s "
           "with only the signature code loaded (the ESP32's case: code frozen in flash). "
-          "The estimates above use the emulator's figures: per verify they may be "
+          "The first table's estimates carry that: per verify they may be "
           "%.0f-%.0f ms pessimistic." % (emu_ms, heapsize, ready_free // 1024, dev_ms, demo.HEAP,
                                            (emu_ms - dev_ms) * 70, (emu_ms - dev_ms) * 90))
 

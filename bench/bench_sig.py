@@ -122,15 +122,19 @@ cal.append(calib())
 p256._cache.clear()
 gc.collect()
 a = gc.mem_alloc()
+tw = []
 while True:
     v = S["ES256 cold"].next()
     if v is None:
         break
+    t = us()
     warm("ES256", v[1])
+    tw.append(diff(us(), t))
 v = None
+tw.sort()
 gc.collect()
 print("JSON", json.dumps({"t": T, "calib_us": cal, "cache_kb": (gc.mem_alloc() - a) / 1024, "cache_n": len(p256._cache),
-                          "free_before_kb": free_before / 1024, "import_sig_us": t_import_sig,
+                          "warm_us": tw[len(tw) // 2], "warm_n": len(tw), "free_before_kb": free_before / 1024, "import_sig_us": t_import_sig,
                           "import_gtab_us": t_import_gtab, "modules_kb": modules_kb}))
 """
 
@@ -290,6 +294,10 @@ def main():
           "%.1f KB of heap; %.0f KB free while timing. ES256 key cache when full: %d keys, %.1f KB."
           % (r0["import_sig_us"] / 1000, r0["import_gtab_us"] / 1000, r0["modules_kb"], r0["free_before_kb"],
              r0["cache_n"], r0["cache_kb"]))
+    w = statistics.median(r["warm_us"] for r in runs) / 1000
+    print("warm() (building a key's table, which the terminal does while idle): %.2f ms median "
+          "(%d keys per round), ESP32 estimate %.0f-%.0f ms." % (w, r0["warm_n"], w * ESP32_FACTOR[0],
+                                                               w * ESP32_FACTOR[1]))
     print("Host check, 256-bit a*b %% p in the unix port (us, before/after each round): %s."
           % ", ".join("%.2f/%.2f" % tuple(r["calib_us"]) for r in runs))
     print("CPython: cryptography %s; ES256 cold = load the key from bytes + verify, warm = key object reused;"

@@ -250,6 +250,46 @@ def test_stats():
     close()
 
 
+class Failing:
+    # A device whose next program fails with EIO after `ok` more succeed.
+    def __init__(self, dev, ok):
+        self.dev = dev
+        self.ok = ok
+
+    def readblocks(self, *a):
+        self.dev.readblocks(*a)
+
+    def writeblocks(self, block, buf, off=None):
+        if self.ok == 0:
+            self.ok = -1
+            self.dev.writeblocks(block, memoryview(buf)[:len(buf) // 2], off)  # half lands
+            raise OSError(5)
+        self.ok -= 1
+        self.dev.writeblocks(block, buf, off)
+
+    def ioctl(self, op, arg):
+        return self.dev.ioctl(op, arg)
+
+
+def test_failed_program_is_an_io_error_and_loses_nothing():
+    fresh()
+    j = Journal(Failing(_dev, 3))  # block header + 2 records, then a failing program
+    j.open()
+    assert j.append(b"one") == 1 and j.append(b"two") == 2
+    try:
+        j.append(b"three")
+        raise AssertionError("no error")
+    except JournalError as e:
+        assert e.args[0] == "append" and e.args[1] == 5, e.args
+    # Nothing goes behind the half-written frame, and its id is never reused.
+    rid = j.append(b"four")
+    assert rid > 3 and peek(1, 0, 16) == block_header(2, rid), rid
+    j = opened(16)
+    assert [r for r, _ in j.records()] == [1, 2, rid]
+    assert j.report == [("block 0", 16 + 2 * 15, 17 // 2, "bad-crc")], j.report
+    close()
+
+
 # -- corrupt flash --------------------------------------------------------------
 
 

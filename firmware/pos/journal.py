@@ -126,6 +126,7 @@ class Journal:
         self._buf = bytearray(HEADER + MAX_RECORD)  # one whole frame
         self._bmv = memoryview(self._buf)
         self._chk = bytearray(_CHUNK)
+        self._ff = b"\xff" * _CHUNK
 
     # -- flash access ---------------------------------------------------------
 
@@ -145,17 +146,25 @@ class Journal:
             raise JournalIOError("erase", _errno(e))
 
     def _erased(self, block, off):
-        # True when bytes off..end of the block are all 0xFF.
+        # True when bytes off..end of the block are all 0xFF. Whole chunks are
+        # compared as buffers (memcmp), not byte by byte: open() checks every
+        # free block, and a byte loop would cost seconds on the device.
         bs = self.bs
         c = self._chk
         while off < bs:
-            m = bs - off if bs - off < _CHUNK else _CHUNK
+            m = bs - off
+            if m >= _CHUNK:
+                self._read(block, off, c)
+                if c != self._ff:
+                    return False
+                off += _CHUNK
+                continue
             mv = memoryview(c)[:m]
             self._read(block, off, mv)
             for b in mv:
                 if b != 0xFF:
                     return False
-            off += m
+            return True
         return True
 
     def _frame(self, block, off, prev, magic):

@@ -137,8 +137,10 @@ class Issuer:
 
     def issue(self, device_public, wallet_id=None, serial=None, tap_limit=5000,
               offline_limit=20000, currency=978, not_before=0, not_after=0xFFFFFFFF,
-              forge=False):
-        """A credential (bytes) binding a device key to limits, signed by this issuer."""
+              forge=False, hints=True, wrong_hints=False):
+        """A credential (bytes) binding a device key to limits, signed by this issuer.
+        hints: include tag 0D (key_hints), which speeds up a terminal's first
+        verify of this device key; wrong_hints: a buggy issuer's (signed) hints."""
         body = b"".join((
             tlv(0x01, bytes((VERSION,))),
             tlv(0x02, self.kid),
@@ -153,6 +155,11 @@ class Issuer:
             tlv(0x0B, u32(not_before)),
             tlv(0x0C, u32(not_after)),
         ))
+        if hints:
+            h = key_hints(device_public)
+            if wrong_hints:
+                h = h[65:130] + h[:65] + h[130:]  # on the curve, in the wrong places
+            body += tlv(0x0D, h)
         sig = self.sign(CRED_DOMAIN + body)
         if forge:
             sig = bytes(sig[:-1]) + bytes((sig[-1] ^ 1,))
@@ -169,7 +176,30 @@ def parse_credential(raw):
         "currency": int.from_bytes(f[0x0A], "big"),
         "not_before": int.from_bytes(f[0x0B], "big"),
         "not_after": int.from_bytes(f[0x0C], "big"), "issuer_sig": f[0x1F],
+        "device_hints": f.get(0x0D),
     }
+
+
+_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+
+
+def key_hints(device_public):
+    """Tag 0D of a credential: 2^64, 2^128 and 2^192 times the device key,
+    uncompressed SEC1 (PROTOCOL.md), computed from the public key alone."""
+    from host_tools.gen_p256_table import P, add
+    x = int.from_bytes(device_public[1:33], "big")
+    if device_public[0] == 4:
+        y = int.from_bytes(device_public[33:65], "big")
+    else:
+        y = pow((x * x * x - 3 * x + _B) % P, (P + 1) // 4, P)
+        if (y ^ device_public[0]) & 1:
+            y = P - y
+    pt, out = (x, y), b""
+    for _ in range(3):
+        for _ in range(64):
+            pt = add(pt, pt)
+        out += b"\x04" + pt[0].to_bytes(32, "big") + pt[1].to_bytes(32, "big")
+    return out
 
 
 def auth_message(request_data, counter, alg, credential):

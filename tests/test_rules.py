@@ -65,6 +65,8 @@ def test_every_rule_has_its_reason(tmp_path, es_issuer):
     sc.sync()
     sc.tap(good, 2000, "APPROVED")                       # spend restarts after sync
     sc.tap(ws.Phone(es_issuer, fault="bad_sig"), 100, "DEVICE_SIG")
+    sc.tap(ws.Phone(es_issuer, hints=False), 100, "APPROVED")  # no key hints: 256 doublings
+    sc.tap(ws.Phone(es_issuer, wrong_hints=True), 100, "DEVICE_SIG")  # signed but wrong hints
     sc.tap(ws.Phone(es_issuer, fault="bad_cred_sig", credential=es_issuer.issue(b"\x04" + b"\x01" * 64, forge=True)), 100, "ISSUER_SIG")
     sc.tap(ws.Phone(es_issuer, fault="other_amount"), 100, "DEVICE_SIG")
     sc.tap(ws.Phone(es_issuer, not_after=NOW - 1), 100, "EXPIRED")

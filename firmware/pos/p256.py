@@ -15,6 +15,8 @@
 # doublings any first verify spends, and no more). warm() builds a key's full
 # table -- the app does it while idle, after a wallet's first payment -- and a
 # small LRU keeps it, so the wallet's next verify needs only _L doublings.
+# A credential may carry the issuer's 2^64 Q, 2^128 Q, 2^192 Q ("hints",
+# PROTOCOL.md): a first verify then needs 64 doublings instead of 256.
 from micropython import const
 
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
@@ -34,6 +36,8 @@ _NEG = const(0x2000)
 _TAB = const(0x1E00)
 _IDX = const(0x1FF)
 _END = const(0x1E00)  # step 0, table 15: no such table
+
+_HINTS = const(3)  # hinted multiples 2^64 Q, 2^128 Q, 2^192 Q
 
 _cache = []  # [key bytes, affine Q table], most recent first
 _gtab = None
@@ -93,9 +97,10 @@ def _double_n(X, Y, Z, n):
     return X, Y, Z
 
 
-def _table(x, y, chunks=_C):
+def _table(x, y, chunks=_C, bases=None):
     """Affine odd multiples d*2^(k*_L)*Q for k < chunks, x||y 64 bytes each, in
-    the G table's layout."""
+    the G table's layout. With `bases` (affine points for chunks 1.., e.g. the
+    issuer's hints) chunk k starts at bases[k-1] instead of doubling up to it."""
     p = _P
     h = 1 << (Q_WINDOW - 2)  # odd multiples per chunk
     # One bytearray per key rather than 64 ints: long-lived ints scattered
@@ -122,7 +127,11 @@ def _table(x, y, chunks=_C):
         Y = 8 * g % p
         zs.append(Z)
         if k < chunks - 1:
-            NX, NY, NZ = _double_n(DX, DY, Z, _L - 1)  # next chunk: 2^L * P from 2P
+            if bases is None:
+                NX, NY, NZ = _double_n(DX, DY, Z, _L - 1)  # next chunk: 2^L * P from 2P
+            else:
+                NX, NY = bases[k]
+                NZ = 1
         # Odd multiples by co-Z additions (Meloni ZADDU, 5M+2S): M += D,
         # D rescaled to the sum's Z, the Z factor e kept instead of Z itself.
         xs.append(X)
@@ -272,6 +281,19 @@ def mul2_check_cold(u1, u2, x, y, r):
     return _run(sched, tabs, r)
 
 
+def mul2_check_hinted(u1, u2, x, y, bases, r):
+    """mul2_check for a key without a table but with its multiples
+    2^(64k)*Q, k = 1..3 (affine, from the issuer): 64 steps."""
+    g = _g()
+    tabs = [memoryview(_table(x, y, _HINTS + 1, bases))]
+    for t in g.G:
+        tabs.append(memoryview(t))
+    sched = []
+    _schedule(u1, g.W, 1 << 9, 1 << 9, sched)
+    _schedule(u2, Q_WINDOW, 0, 1 << (Q_WINDOW - 2), sched, 256 // (_HINTS + 1), _HINTS + 1)
+    return _run(sched, tabs, r)
+
+
 def _run(sched, tabs, r):
     # The accumulator loop over schedule entries, highest step first.
     if not sched:
@@ -334,8 +356,41 @@ def _run(sched, tabs, r):
     return r < p and r * zz % p == X
 
 
-def verify_digest(pub, h, sig):
-    """ECDSA verify of a 32-byte digest h; pub and sig are bytes. Never raises on bad input."""
+def _hint_points(hints):
+    # The issuer's 2^(64k)*Q, k = 1..3: three uncompressed points, each on the
+    # curve (decode_point checks), or None.
+    if len(hints) != 65 * _HINTS:
+        return None
+    out = []
+    for k in range(_HINTS):
+        pt = decode_point(hints[65 * k:65 * k + 65])
+        if pt is None or hints[65 * k] != 4:
+            return None
+        out.append(pt)
+    return out
+
+
+def hints_match(pub, hints):
+    """True if `hints` are what `pub`'s table (built by warm()) says 2^64 Q,
+    2^128 Q and 2^192 Q are; None when the key has no table."""
+    t = _cached(pub)
+    if t is None:
+        return None
+    h = 1 << (Q_WINDOW - 2)
+    step = 64 // _L  # chunks per 64 bits
+    for k in range(1, _HINTS + 1):
+        o = 64 * h * step * k  # first entry of chunk step*k: 2^(64k) Q
+        if t[o:o + 64] != hints[65 * (k - 1) + 1:65 * k]:
+            return False
+    return True
+
+
+def verify_digest(pub, h, sig, hints=None):
+    """ECDSA verify of a 32-byte digest h; pub and sig are bytes. Never raises on bad input.
+
+    hints: None, or the credential's 2^64 Q, 2^128 Q, 2^192 Q (uncompressed,
+    195 bytes, issuer-signed): used for a key without a table, they cut the
+    doublings from 256 to 64. Malformed hints make the check fail."""
     if len(sig) != 64 or len(h) != 32:
         return False
     n = _N
@@ -348,9 +403,15 @@ def verify_digest(pub, h, sig):
         pt = decode_point(pub)
         if pt is None:
             return False
+        if hints is not None:
+            bases = _hint_points(hints)
+            if bases is None:
+                return False
     w = _inv(s, n)
     u1 = int.from_bytes(h, "big") * w % n
     u2 = r * w % n
-    if qt is None:
-        return mul2_check_cold(u1, u2, pt[0], pt[1], r)
-    return mul2_check(u1, u2, qt, r)
+    if qt is not None:
+        return mul2_check(u1, u2, qt, r)
+    if hints is not None:
+        return mul2_check_hinted(u1, u2, pt[0], pt[1], bases, r)
+    return mul2_check_cold(u1, u2, pt[0], pt[1], r)

@@ -9,8 +9,8 @@ import hashlib
 
 from micropython import const
 
-from pos import reason, tlv, token
-from pos.sig import verify
+from pos import p256, reason, tlv, token
+from pos.sig import is_warm, verify, warm
 
 _ALG_NAMES = {token.ALG_ES256: "ES256", token.ALG_RS256: "RS256"}
 _SLOT = const(24)          # wallet id (16) + last counter (4) + offline spend (4)
@@ -164,6 +164,7 @@ class Verifier:
         self.cred = None
         self.counter = 0
         self.cache_hit = False
+        self.no_hints = set()  # issuer kids whose hints proved wrong: not used again
 
     def set_policy(self, policy):
         self.policy = policy
@@ -219,7 +220,8 @@ class Verifier:
             return reason.OVER_TAP_LIMIT
         counter = tlv.uint(f[1])
         n = token.signed_message(self._msg, req.data, counter, cred.device_alg, h)
-        if not verify("ES256", cred.device_key, memoryview(self._msg)[:n], f[3]):
+        hints = cred.device_hints if cred.issuer_kid not in self.no_hints else None
+        if not verify("ES256", cred.device_key, memoryview(self._msg)[:n], f[3], hints):
             return reason.DEVICE_SIG
         seen = self.table.get(cred.wallet_id)
         spent = 0
@@ -234,6 +236,20 @@ class Verifier:
         self.cred = cred
         self.counter = counter
         return reason.APPROVED
+
+    def warm(self, cred):
+        """Idle work after a payment: build the device key's table, so the
+        wallet's next verify is a warm one, and check the credential's hints
+        against it (the table is computed from the key itself). Hints that
+        differ are an issuer defect: that issuer's hints are not used again,
+        and this returns False. MemoryError propagates."""
+        if is_warm("ES256", cred.device_key) or not warm("ES256", cred.device_key):
+            return True
+        if cred.device_hints is not None and \
+                p256.hints_match(cred.device_key, cred.device_hints) is False:
+            self.no_hints.add(cred.issuer_kid)
+            return False
+        return True
 
     def commit(self, wallet_id, counter, amount):
         """Record an approved tap; call only once its record is durable."""

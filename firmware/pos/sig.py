@@ -16,7 +16,7 @@ def _bytes(x):
     return None
 
 
-def verify(alg, public_key, message, signature):
+def verify(alg, public_key, message, signature, hints=None):
     """True iff `signature` is valid for `message` (hashed here with SHA-256).
 
     ES256: ECDSA P-256, signature r||s (64 bytes), key SEC1 uncompressed (65)
@@ -25,6 +25,10 @@ def verify(alg, public_key, message, signature):
     signature exactly the modulus length; strict (e.g. a DigestInfo without
     the NULL parameters is rejected). Bytes arguments may be bytes, bytearray
     or memoryview; anything else gives False.
+
+    hints (ES256 only): the credential's issuer-signed multiples of the key
+    (PROTOCOL.md, tag 0D), or None. Trust them only when they come from a
+    credential whose issuer signature has been verified.
     """
     key = _bytes(public_key)
     msg = _bytes(message)
@@ -34,7 +38,11 @@ def verify(alg, public_key, message, signature):
         return False
     try:
         if alg == "ES256":
-            return p256.verify_digest(key, hashlib.sha256(msg).digest(), sig)
+            if hints is not None:
+                hints = _bytes(hints)
+                if hints is None:
+                    return False
+            return p256.verify_digest(key, hashlib.sha256(msg).digest(), sig, hints)
         if alg == "RS256":
             return rsa.verify_digest(key, hashlib.sha256(msg).digest(), sig)
     except (ValueError, TypeError, IndexError, OverflowError):

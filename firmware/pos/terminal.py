@@ -12,7 +12,7 @@ import time
 
 from micropython import const
 
-from pos import apdu, reason, rules, sig, till, tlv, token
+from pos import apdu, reason, rules, till, tlv, token
 from pos.journal import JournalError
 from pos.pn532 import PN532Error, TargetLost
 
@@ -50,7 +50,7 @@ class Terminal:
         self._req = rules.Request()
         self._cancel = False
         self._field_busy = False  # a phone from the last tap may still be there
-        self._to_warm = None  # device key of a wallet that just paid, for idle_work()
+        self._to_warm = None  # credential of a wallet that just paid, for idle_work()
         self.timing = {}
         self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
         # An emulated board's counters: (us in emulated hardware, flash
@@ -105,13 +105,18 @@ class Terminal:
             self.journal.prepare()
         except (JournalError, OSError) as e:
             self.log("STORAGE prepare failed: %s" % (e,))
-        key = self._to_warm
+        cred = self._to_warm
         self._to_warm = None
-        if key is not None and not sig.is_warm("ES256", key):
-            try:
-                sig.warm("ES256", key)
-            except MemoryError:
-                self.log("WARM no heap for a key table")
+        if cred is None:
+            return
+        try:
+            ok = self.verifier.warm(cred)
+        except MemoryError:
+            self.log("WARM no heap for a key table")
+            return
+        if not ok:
+            self.log("WARNING issuer %s signs wrong key hints: no longer used"
+                     % cred.issuer_kid.hex())
 
     # -- one charge ------------------------------------------------------------
 
@@ -228,7 +233,7 @@ class Terminal:
         self._phase("persist", m)
         cred = self.verifier.cred
         self.verifier.commit(cred.wallet_id, self.verifier.counter, amount)
-        self._to_warm = cred.device_key
+        self._to_warm = cred
         return reason.APPROVED, rid
 
     def _persist(self, data, resp, ref):

@@ -28,6 +28,7 @@ T_OFFLINE_LIMIT = const(0x09)
 T_CRED_CURRENCY = const(0x0A)
 T_NOT_BEFORE = const(0x0B)
 T_NOT_AFTER = const(0x0C)
+T_DEVICE_HINTS = const(0x0D)  # optional: 2^64, 2^128, 2^192 times the device key
 T_ISSUER_SIG = const(0x1F)
 
 # AUTHORIZE command data (0x21..0x28).
@@ -48,6 +49,7 @@ T_DEVICE_SIG = const(0x34)
 T_CRED_HASH = const(0x35)
 
 MAX_CREDENTIAL = const(1024)
+HINTS_LEN = const(195)  # three uncompressed SEC1 points
 MAX_MERCHANT_ID = const(16)
 TERMINAL_ID_LEN = const(8)
 UN_LEN = const(16)
@@ -69,6 +71,7 @@ CRED_SPEC = (
     (T_CRED_CURRENCY, 2, 2, True),
     (T_NOT_BEFORE, 4, 4, True),
     (T_NOT_AFTER, 4, 4, True),
+    (T_DEVICE_HINTS, HINTS_LEN, HINTS_LEN, False),
     (T_ISSUER_SIG, 64, 512, True),
 )
 
@@ -113,7 +116,8 @@ class Credential:
         self.currency = tlv.uint(f[9])
         self.not_before = tlv.uint(f[10])
         self.not_after = tlv.uint(f[11])
-        sig = f[12]
+        self.device_hints = bytes(f[12]) if f[12] is not None else None
+        sig = f[13]
         self.issuer_sig = bytes(sig)
         # The signature is the last field, so the signed body is everything before it.
         self.body_len = len(self.raw) - tlv.header_len(len(sig)) - len(sig)

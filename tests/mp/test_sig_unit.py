@@ -91,6 +91,56 @@ def test_table_matches_decoded_point():
     assert bytes(t3[64:128]) == p256_gtab.G[0][64:128]
 
 
+def hints_of(pub):
+    # 2^64 Q, 2^128 Q, 2^192 Q from the key's own table (chunks of p256._L bits).
+    t = p256._table(*p256.decode_point(pub))
+    from pos import p256_gtab
+    per = (1 << (p256.Q_WINDOW - 2)) * (64 // p256_gtab.L)
+    return b"".join(b"\x04" + t[64 * per * k:64 * per * k + 64] for k in (1, 2, 3))
+
+
+def test_with_hints_a_cold_verify_is_cut_and_bad_hints_fail_it():
+    # (named to run after test_import_is_light: this imports the G table)
+    p256._cache.clear()
+    h = hints_of(PUB)
+    assert verify("ES256", PUB, MSG, SIG, h) is True
+    assert verify("ES256", PUB, MSG + b"!", SIG, h) is False
+    assert not is_warm("ES256", PUB)  # hints build no table either
+    swapped = h[65:130] + h[:65] + h[130:]  # on the curve, in the wrong places
+    assert verify("ES256", PUB, MSG, SIG, swapped) is False
+    assert verify("ES256", PUB, MSG, SIG, h[:-65]) is False  # too short
+    assert verify("ES256", PUB, MSG, SIG, h[:65] + compressed(h[65:130]) + h[130:] + bytes(32)) is False
+    off = bytearray(h)
+    off[100] ^= 1  # second point off the curve
+    assert verify("ES256", PUB, MSG, SIG, bytes(off)) is False
+    assert verify("ES256", PUB, MSG, SIG, "not bytes") is False
+    # A key with a table ignores hints: the table is the key's own.
+    warm("ES256", PUB)
+    assert verify("ES256", PUB, MSG, SIG, swapped) is True
+    assert p256.hints_match(PUB, h) is True and p256.hints_match(PUB, swapped) is False
+    p256._cache.clear()
+    assert p256.hints_match(PUB, h) is None
+
+
+class _Cred:
+    def __init__(self, key, hints):
+        self.device_key, self.device_hints, self.issuer_kid = key, hints, b"ISSUER01"
+
+
+def test_warm_in_the_verifier_checks_hints_against_the_key():
+    from pos import rules
+    v = rules.Verifier(rules.Policy())
+    pub = g_multiples()[9]
+    p256._cache.clear()
+    assert v.warm(_Cred(pub, hints_of(pub))) is True and is_warm("ES256", pub)
+    assert v.no_hints == set()
+    p256._cache.clear()
+    h = hints_of(pub)
+    assert v.warm(_Cred(pub, h[65:130] + h[:65] + h[130:])) is False
+    assert v.no_hints == {b"ISSUER01"}  # that issuer's hints are not used again
+    assert v.warm(_Cred(pub, None)) is True  # already warm: nothing to check
+
+
 def test_inverse():
     for m in (p256._P, p256._N):
         for _ in range(20):

@@ -4,7 +4,9 @@ port with 128k of heap for data (plus the imported code, which the ESP32 keeps i
 flash), for a first-seen and a returning wallet.
 
 first-seen = a wallet the terminal has never seen: its credential's issuer signature
-verified warm (the app warms issuer keys at boot), its device signature cold.
+verified warm (the app warms issuer keys at boot), its device signature with the
+credential's key hints (PROTOCOL.md, tag 0D: 64 doublings); the extra row has a
+credential without them (256 doublings).
 returning  = the same wallet again: credential found in the cache by its hash, device
 key warm (the terminal builds its table while idle after the first payment), so one
 warm ES256 verify.
@@ -90,20 +92,21 @@ def answer(phone, data):
 def scenario():
     iss = ws.Issuer(alg="ES256", not_before=NOW - 10, not_after=NOW + 10)
     seq = 0
-    taps = {"warmup": [], "first": [], "returning": []}
+    taps = {"warmup": [], "first": [], "returning": [], "first-nohints": []}
     regular = ws.Phone(iss)
     # warm-up: one unrelated wallet, then the regular wallet's first visit
     # (after which its key is warmed, as the terminal does while idle), so
     # the returning series finds it known
     for kind, phones in (("warmup", [ws.Phone(iss), regular]),
                          ("first", [ws.Phone(iss) for _ in range(N)]),
+                         ("first-nohints", [ws.Phone(iss, hints=False) for _ in range(N)]),
                          ("returning", [regular] * N)):
         for phone in phones:
             seq += 1
             d = request(100, seq)
             taps[kind].append((d.hex(), answer(phone, d).hex(), 100))
     lines = [json.dumps({"policy": {"issuers": [iss.config()]}, "now": NOW})]
-    for kind in ("warmup", "first", "returning"):
+    for kind in ("warmup", "first", "first-nohints", "returning"):
         lines += ["%s %s %s" % (kind, q, a) for q, a, _ in taps[kind]]
     return "\n".join(lines) + "\n"
 
@@ -145,7 +148,8 @@ def main():
           "(-X heapsize=%s), as the emulated terminal gets." % res["heapsize"])
     print("\n| wallet | median ms (unix port) | ESP32 estimate (70-90x) | heap free before |")
     print("|---|---|---|---|")
-    for kind, label in (("first", "first-seen"), ("returning", "returning")):
+    for kind, label in (("first", "first-seen"), ("returning", "returning"),
+                        ("first-nohints", "first-seen, credential without key hints")):
         ms, alloc, kept = res[kind]
         m = statistics.median(ms) / 1000
         print("| %s | %.2f (n=%d) | %.0f-%.0f ms | %.1f KB |" % (

@@ -376,6 +376,7 @@ def hints_match(pub, hints):
     t = _cached(pub)
     if t is None:
         return None
+    hints = bytes(hints)
     h = 1 << (Q_WINDOW - 2)
     step = 64 // _L  # chunks per 64 bits
     for k in range(1, _HINTS + 1):

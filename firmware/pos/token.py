@@ -116,7 +116,7 @@ class Credential:
         self.currency = tlv.uint(f[9])
         self.not_before = tlv.uint(f[10])
         self.not_after = tlv.uint(f[11])
-        self.device_hints = bytes(f[12]) if f[12] is not None else None
+        self.device_hints = f[12]  # a view into raw (or None): cached credentials stay small
         sig = f[13]
         self.issuer_sig = bytes(sig)
         # The signature is the last field, so the signed body is everything before it.

@@ -21,7 +21,7 @@ sector erase, reads at 40 MHz quad I/O (~20 MB/s). The journal erases while
 idle, so a tap's persist is one program op (two when it opens a block).
 
 GC: the unix port keeps the firmware's code in the GC heap, so each collection
-during a tap also marks ~105 KB that the ESP32 keeps in flash, and verification
+during a tap also marks ~108 KB that the ESP32 keeps in flash, and verification
 (~0.5 MB of short-lived big ints per ES256 verify) triggers many. So a second
 table takes the verify phase from the decision bench (bench_decision.py: the
 same Verifier.check on the same kind of taps, in a 128k heap that holds only

@@ -158,7 +158,7 @@ def test_provision_cli_over_mpremote(tmp_path, issuer):
 
 
 def test_journal_tool_reverifies_stored_payments(tmp_path, issuer):
-    """`host_tools journal` reads the flash image on the host (littlefs-python) and
+    """`host_tools journal` decodes the journal from a flash image on the host and
     re-verifies every stored payment; a tampered record fails."""
     import json
     from host_tools import journal_dump
@@ -172,6 +172,16 @@ def test_journal_tool_reverifies_stored_payments(tmp_path, issuer):
     assert journal_dump.main(["--image", str(tmp_path / "flash.img"), "--config",
                               str(tmp_path / "config.json")], out=lines.append) == 0, lines
     assert lines[-1] == "2 records (0 uploaded), 0 problems" and "12.34" in lines[0] and "verified" in lines[1]
+    # The partition alone, as `esptool read_flash` dumps it from an ESP32.
+    part = tmp_path / "journal.bin"
+    part.write_bytes((tmp_path / "flash.img").read_bytes()[journal_dump.UNIX_JOURNAL_OFFSET:])
+    again = []
+    assert journal_dump.main(["--image", str(part), "--offset", "0", "--config",
+                              str(tmp_path / "config.json")], out=again.append) == 0
+    assert again == lines
+    # Not a journal there (the file system part): a clear failure, exit 1.
+    assert journal_dump.main(["--image", str(part), "--offset", "0x%x" % (len(part.read_bytes()) - 8192),
+                              "--config", str(tmp_path / "config.json")], out=again.append) == 1
     records, problems = journal_dump.read_records(tmp_path / "flash.img")
     issuers = {i["kid"]: i for i in json.loads((tmp_path / "config.json").read_text())["issuers"]}
     rid, payload = records[0]

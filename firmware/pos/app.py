@@ -137,7 +137,13 @@ async def run(wire, log=print):
     gc.collect()
     table = rules.WalletTable(256)
     bufs = (apdu.Chained(), bytearray(RECORD_MAX))
-    board = wire() if callable(wire) else wire
+    try:
+        board = wire() if callable(wire) else wire
+    except OSError as e:
+        # E.g. an ESP32 flashed without the journal partition: say so and take
+        # no payment (there is no feedback device to show it on yet).
+        log("BOARD %s" % (e,))
+        return 5
     journal = Journal(board.journal_dev)
     try:
         cfg = load_config(board.config_path)

@@ -181,15 +181,15 @@ def encode(buf, cmd, params=b"", data=b""):
     buf[i] = _TFI_HOST
     buf[i + 1] = cmd
     i += 2
-    for b in params:
-        buf[i] = b
-        s += b
-        i += 1
+    n = len(params)
+    if n:
+        buf[i:i + n] = params
+        s += sum(params)
+        i += n
     n = len(data)
     if n:
         buf[i:i + n] = data
-        for b in data:
-            s += b
+        s += sum(data)
         i += n
     buf[i] = (-s) & 0xFF
     buf[i + 1] = 0
@@ -231,10 +231,7 @@ def decode(buf, n):
         raise FrameError("length")
     if i + ln + 1 > n:
         raise FrameError("truncated")
-    s = 0
-    for k in range(i, i + ln + 1):
-        s += buf[k]
-    if s & 0xFF:
+    if sum(memoryview(buf)[i:i + ln + 1]) & 0xFF:
         raise FrameError("DCS")
     return DATA, i, ln
 
@@ -311,10 +308,9 @@ class PN532:
                 raise FrameError("length")
             if t.read(self._rxv[0:ln + 1]) != ln + 1:
                 raise FrameError("truncated")
-            s = 0
-            for i in range(ln + 1):
-                s += rx[i]
-            if s & 0xFF:
+            # sum() walks the buffer in C; a bytecode loop here cost ~10 ms a
+            # tap on the ESP32 (frames of up to 262 bytes).
+            if sum(self._rxv[0:ln + 1]) & 0xFF:
                 raise FrameError("DCS")
             return DATA, ln
         finally:

@@ -48,7 +48,7 @@ with open(sys.argv[1]) as f:
     head = json.loads(f.readline())
 v = rules.Verifier(rules.Policy.from_config(head["policy"]))
 for iss in v.policy.issuers.values():
-    sig.warm("ES256", iss.key)  # as app.run does at boot
+    sig.warm("ES256", iss.key, True)  # as app.run does at boot
 res = {}
 with open(sys.argv[1]) as f:
     f.readline()

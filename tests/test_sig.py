@@ -27,7 +27,8 @@ N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 # Each vector line: alg|key|msg|sig (hex) ; output: one char per line,
 # "1" True, "0" False, "E" an exception escaped verify(), "?" non-bool result,
 # "W" the key's cold verify (no table), its verify with the issuer's hints (an
-# optional 5th field) and its warm one (after warm()) do not all agree.
+# optional 5th field), its warm one (after warm()) and its pinned one (the
+# wider table of warm(pin=True)) do not all agree.
 DRIVER = """
 import binascii
 from pos import p256
@@ -45,6 +46,10 @@ with open(%r) as f:
                 ok = "W"
             if warm(alg, args[1]) and verify(*args) is not ok:
                 ok = "W"
+            p256._cache.clear()
+            del p256._pinned[:]
+            if warm(alg, args[1], True) and verify(*args) is not ok:
+                ok = "W"  # the wider table of a pinned (issuer) key
             print("1" if ok is True else "0" if ok is False else "W" if ok == "W" else "?", end="")
         except Exception as e:  # report and carry on: the CPython side names the vector
             print("E", end="")

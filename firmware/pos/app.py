@@ -167,7 +167,7 @@ async def run(wire, log=print):
     verifier = rules.Verifier(policy, table)
     for iss in policy.issuers.values():
         if iss.alg == token.ALG_ES256:
-            sig.warm("ES256", iss.key)  # every first-seen wallet's credential: verify it warm
+            sig.warm("ES256", iss.key, True)  # every first-seen wallet's credential: verify it warm
     n = restore(verifier, journal)
     nfc = board.nfc
     baud = getattr(board, "nfc_baud", None)

@@ -39,7 +39,11 @@ _END = const(0x1E00)  # step 0, table 15: no such table
 
 _HINTS = const(3)  # hinted multiples 2^64 Q, 2^128 Q, 2^192 Q
 
+PIN_WINDOW = const(5)  # pinned keys (issuers): twice the table, ~8 fewer additions
+PIN_KEYS = const(4)  # pinned tables kept (4 KB each); more pins fall back to the LRU
+
 _cache = []  # [key bytes, affine Q table], most recent first
+_pinned = []  # [key bytes, affine Q table] of pinned keys, never evicted
 _gtab = None
 
 
@@ -97,12 +101,21 @@ def _double_n(X, Y, Z, n):
     return X, Y, Z
 
 
-def _table(x, y, chunks=_C, bases=None):
+def _window(t):
+    # A table's wNAF width, from its size: 2^(w-2) odd multiples per chunk.
+    e = len(t) // (64 * _C)
+    w = 2
+    while (1 << (w - 2)) < e:
+        w += 1
+    return w
+
+
+def _table(x, y, chunks=_C, bases=None, w=Q_WINDOW):
     """Affine odd multiples d*2^(k*_L)*Q for k < chunks, x||y 64 bytes each, in
     the G table's layout. With `bases` (affine points for chunks 1.., e.g. the
     issuer's hints) chunk k starts at bases[k-1] instead of doubling up to it."""
     p = _P
-    h = 1 << (Q_WINDOW - 2)  # odd multiples per chunk
+    h = 1 << (w - 2)  # odd multiples per chunk
     # One bytearray per key rather than 64 ints: long-lived ints scattered
     # through the heap fragment it until big RSA temporaries no longer fit.
     # Allocated first, before the temporaries below are strewn over the heap.
@@ -181,6 +194,9 @@ def _table(x, y, chunks=_C, bases=None):
 
 
 def _cached(pub):
+    for e in _pinned:
+        if e[0] == pub:
+            return e[1]
     c = _cache
     for i in range(len(c)):
         if c[i][0] == pub:
@@ -192,14 +208,25 @@ def _cached(pub):
     return None
 
 
-def key_table(pub):
-    """The cached Q table for `pub` (bytes), building it if needed; None if invalid."""
+def key_table(pub, pin=False):
+    """The cached Q table for `pub` (bytes), building it if needed; None if
+    invalid. pin: keep it for good, with a wider window (for the few keys that
+    verify every first-seen wallet: the issuers'), while fewer than PIN_KEYS are."""
+    pin = pin and len(_pinned) < PIN_KEYS
     t = _cached(pub)
-    if t is not None:
+    if t is not None and (not pin or _window(t) == PIN_WINDOW):
         return t
     pt = decode_point(pub)
     if pt is None:
         return None
+    if pin:
+        for i in range(len(_cache)):
+            if _cache[i][0] == pub:
+                _cache.pop(i)
+                break
+        t = _table(pt[0], pt[1], _C, None, PIN_WINDOW)
+        _pinned.append([pub, t])
+        return t
     t = _table(pt[0], pt[1])
     c = _cache
     c.insert(0, [pub, t])
@@ -209,9 +236,10 @@ def key_table(pub):
 
 
 def is_warm(pub):
-    for e in _cache:
-        if e[0] == pub:
-            return True
+    for c in (_pinned, _cache):
+        for e in c:
+            if e[0] == pub:
+                return True
     return False
 
 
@@ -266,7 +294,8 @@ def mul2_check(u1, u2, qt, r):
         tabs.append(memoryview(t))
     sched = []
     _schedule(u1, g.W, 1 << 9, 1 << 9, sched)
-    _schedule(u2, Q_WINDOW, 0, 1 << (Q_WINDOW - 2), sched)
+    w = _window(qt)
+    _schedule(u2, w, 0, 1 << (w - 2), sched)
     return _run(sched, tabs, r)
 
 
@@ -377,7 +406,7 @@ def hints_match(pub, hints):
     if t is None:
         return None
     hints = bytes(hints)
-    h = 1 << (Q_WINDOW - 2)
+    h = 1 << (_window(t) - 2)
     step = 64 // _L  # chunks per 64 bits
     for k in range(1, _HINTS + 1):
         o = 64 * h * step * k  # first entry of chunk step*k: 2^(64k) Q

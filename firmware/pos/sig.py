@@ -51,12 +51,13 @@ def verify(alg, public_key, message, signature, hints=None):
     return False
 
 
-def warm(alg, public_key):
-    """Build and cache the per-key tables now (e.g. while idle). True if the key is usable."""
+def warm(alg, public_key, pin=False):
+    """Build and cache the per-key tables now (e.g. while idle). True if the key is usable.
+    pin: keep them for good, wider (issuer keys; see p256.key_table)."""
     key = _bytes(public_key)
     if key is None or not isinstance(alg, str) or alg != "ES256":
         return False
-    return p256.key_table(key) is not None
+    return p256.key_table(key, pin) is not None
 
 
 def is_warm(alg, public_key):

@@ -141,6 +141,25 @@ def test_warm_in_the_verifier_checks_hints_against_the_key():
     assert v.warm(_Cred(pub, None)) is True  # already warm: nothing to check
 
 
+def test_pinned_keys_stay_and_have_wider_tables():
+    p256._cache.clear()
+    del p256._pinned[:]
+    keys = g_multiples()
+    assert warm("ES256", keys[20]) and warm("ES256", keys[20], True)  # re-built wider
+    assert len(p256._pinned) == 1 and len(p256._pinned[0][1]) == 2 * len(p256._table(GX, GY))
+    assert all(e[0] != keys[20] for e in p256._cache)
+    for k in keys[: p256.CACHE_KEYS + 2]:
+        warm("ES256", k)
+    assert is_warm("ES256", keys[20])  # not evicted by the LRU
+    p256._cache.clear()
+    import gc
+    gc.collect()  # this test heap holds the code too: room for 4 KB tables
+    for k in keys[21 : 21 + p256.PIN_KEYS]:
+        warm("ES256", k, True)
+    assert len(p256._pinned) == p256.PIN_KEYS  # bounded: the last one went to the LRU
+    del p256._pinned[:]
+
+
 def test_inverse():
     for m in (p256._P, p256._N):
         for _ in range(20):

@@ -5,8 +5,8 @@ flash), for a first-seen and a returning wallet.
 
 first-seen = a wallet the terminal has never seen: its credential's issuer signature
 verified warm (the app warms issuer keys at boot), its device signature with the
-credential's key hints (PROTOCOL.md, tag 0D: 64 doublings); the extra row has a
-credential without them (256 doublings).
+credential's key hints (PROTOCOL.md, tag 0D: 64 doublings); the extra rows have a
+credential without them (256 doublings), and one signed by an RS256-2048 issuer.
 returning  = the same wallet again: credential found in the cache by its hash, device
 key warm (the terminal builds its table while idle after the first payment), so one
 warm ES256 verify.
@@ -48,7 +48,8 @@ with open(sys.argv[1]) as f:
     head = json.loads(f.readline())
 v = rules.Verifier(rules.Policy.from_config(head["policy"]))
 for iss in v.policy.issuers.values():
-    sig.warm("ES256", iss.key, True)  # as app.run does at boot
+    if iss.alg == 1:  # token.ALG_ES256
+        sig.warm("ES256", iss.key, True)  # as app.run does at boot
 res = {}
 with open(sys.argv[1]) as f:
     f.readline()
@@ -91,8 +92,9 @@ def answer(phone, data):
 
 def scenario():
     iss = ws.Issuer(alg="ES256", not_before=NOW - 10, not_after=NOW + 10)
+    rsa_iss = ws.Issuer(alg="RS256", not_before=NOW - 10, not_after=NOW + 10)
     seq = 0
-    taps = {"warmup": [], "first": [], "returning": [], "first-nohints": []}
+    taps = {"warmup": [], "first": [], "returning": [], "first-nohints": [], "first-rsa": []}
     regular = ws.Phone(iss)
     # warm-up: one unrelated wallet, then the regular wallet's first visit
     # (after which its key is warmed, as the terminal does while idle), so
@@ -100,13 +102,14 @@ def scenario():
     for kind, phones in (("warmup", [ws.Phone(iss), regular]),
                          ("first", [ws.Phone(iss) for _ in range(N)]),
                          ("first-nohints", [ws.Phone(iss, hints=False) for _ in range(N)]),
+                         ("first-rsa", [ws.Phone(rsa_iss) for _ in range(N)]),
                          ("returning", [regular] * N)):
         for phone in phones:
             seq += 1
             d = request(100, seq)
             taps[kind].append((d.hex(), answer(phone, d).hex(), 100))
-    lines = [json.dumps({"policy": {"issuers": [iss.config()]}, "now": NOW})]
-    for kind in ("warmup", "first", "first-nohints", "returning"):
+    lines = [json.dumps({"policy": {"issuers": [iss.config(), rsa_iss.config()]}, "now": NOW})]
+    for kind in ("warmup", "first", "first-nohints", "first-rsa", "returning"):
         lines += ["%s %s %s" % (kind, q, a) for q, a, _ in taps[kind]]
     return "\n".join(lines) + "\n"
 
@@ -149,7 +152,8 @@ def main():
     print("\n| wallet | median ms (unix port) | ESP32 estimate (70-90x) | heap free before |")
     print("|---|---|---|---|")
     for kind, label in (("first", "first-seen"), ("returning", "returning"),
-                        ("first-nohints", "first-seen, credential without key hints")):
+                        ("first-nohints", "first-seen, credential without key hints"),
+                        ("first-rsa", "first-seen, RS256-2048 issuer")):
         ms, alloc, kept = res[kind]
         m = statistics.median(ms) / 1000
         print("| %s | %.2f (n=%d) | %.0f-%.0f ms | %.1f KB |" % (

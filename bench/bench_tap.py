@@ -74,7 +74,7 @@ def tap(emu, till, phone, ref):
     phys = {p: emu.sim.totals(SIM_PHASE[p])["total_us"] / 1000 if p in SIM_PHASE else 0.0
             for p in PHASES}
     emu.sim.remove_phone(phone)
-    assert "APPROVED" in result, result
+    assert "APPROVED" in result, "%s\n%s" % (result, "\n".join(emu.lines[n:]))
     deadline = time.time() + 5
     while (logged := emu.last_tap(n)) is None and time.time() < deadline:
         time.sleep(0.01)
@@ -110,6 +110,9 @@ def main():
     print(__doc__.split("\n\n")[0])
     print("Unix-port heap: %s for data (-X heapsize=%s with the code). Medians of %d taps each.\n"
           % (demo.HEAP, heapsize, N))
+    print("Table 1, everything from the emulated taps. Its verify phase carries the unix port's "
+          "GC marking the firmware's code (see the GC line at the end), so its totals are an "
+          "upper bound.\n")
     print("| wallet | phase | unix firmware ms | unix emulated hw ms (not scaled) "
           "| modelled reader+radio+phone+flash ms | ESP32 estimate ms |")
     print("|---|---|---|---|---|---|")
@@ -135,10 +138,11 @@ def main():
             kind, unix_tot, lo_tot, hi_tot, goal, "met" if hi_tot <= goal else
             ("met at the low end" if lo_tot <= goal else "NOT met")))
     dec = bench_decision.measure()
-    print("\nThe same tap with verification timed in the decision bench's heap instead (128k "
-          "holding only the code verification needs, as the ESP32's frozen firmware holds none; "
-          "medians of %d decisions, the issuer key and a paying wallet's key warmed as the terminal "
-          "does while idle):\n" % len(dec["first"][0]))
+    print("\nTable 2, the ESP32 estimate: the same taps with the verify phase timed in the "
+          "decision bench's heap instead (128k for data plus only the code verification imports; "
+          "the ESP32's frozen firmware puts none there), every other phase from table 1. Medians of "
+          "%d decisions, the issuer key and a paying wallet's key warmed as the terminal does:\n"
+          % len(dec["first"][0]))
     print("| wallet | verify, decision bench ms | verify, ESP32 estimate ms | total, ESP32 estimate ms |")
     print("|---|---|---|---|")
     for kind, key in (("first-seen", "first"), ("returning", "returning")):

@@ -227,3 +227,19 @@ def test_tap_log_separates_firmware_from_emulated_hardware(tmp_path, issuer):
         # block 0: its header too): the journal erases while idle, not in a tap.
         assert 1 <= ops <= 2 and nbytes >= 300 and erases == 0, parts
         assert "verify_flash" not in parts  # deciding touches no flash
+
+
+def test_a_long_day_of_new_wallets_fits_the_heap(tmp_path, issuer):
+    """More new wallets than any cache holds, with a regular in between, on the
+    128k data heap: every tap is approved, and the verification caches never
+    have to be dropped for lack of memory (no MEMORY line), nothing raises."""
+    with Emulator(tmp_path, config(issuer), heap=demo.HEAP) as emu:
+        emu.provision()
+        emu.start()
+        till = emu.till()
+        regular = ws.Phone(issuer)
+        for i in range(50):  # as the tap bench, where a MemoryError once turned a tap away
+            phone = regular if i % 2 else ws.Phone(issuer)
+            line = pay(emu, till, phone, 100, "D%d" % i)  # waits for the removal to be seen
+            assert line.startswith("RESULT D%d APPROVED" % i), (line, emu.lines[-8:])
+        assert not any("MEMORY" in l or "ERROR" in l for l in emu.lines), emu.lines[-20:]

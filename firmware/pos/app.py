@@ -136,6 +136,8 @@ async def run(wire, log=print):
     # the board's objects after them.
     gc.collect()
     table = rules.WalletTable(256)
+    from pos import p256
+    p256.reserve()  # the wallets' key tables, 16 KB, before anything else fragments the heap
     bufs = (apdu.Chained(), bytearray(RECORD_MAX))
     try:
         board = wire() if callable(wire) else wire

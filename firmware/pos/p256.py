@@ -44,6 +44,7 @@ PIN_KEYS = const(4)  # pinned tables kept (4 KB each); more pins fall back to th
 
 _cache = []  # [key bytes, affine Q table], most recent first
 _pinned = []  # [key bytes, affine Q table] of pinned keys, never evicted
+_spare = []  # tables the LRU let go of, reused: no new long-lived blocks once it is full
 _gtab = None
 
 
@@ -110,7 +111,7 @@ def _window(t):
     return w
 
 
-def _table(x, y, chunks=_C, bases=None, w=Q_WINDOW):
+def _table(x, y, chunks=_C, bases=None, w=Q_WINDOW, out=None):
     """Affine odd multiples d*2^(k*_L)*Q for k < chunks, x||y 64 bytes each, in
     the G table's layout. With `bases` (affine points for chunks 1.., e.g. the
     issuer's hints) chunk k starts at bases[k-1] instead of doubling up to it."""
@@ -119,7 +120,8 @@ def _table(x, y, chunks=_C, bases=None, w=Q_WINDOW):
     # One bytearray per key rather than 64 ints: long-lived ints scattered
     # through the heap fragment it until big RSA temporaries no longer fit.
     # Allocated first, before the temporaries below are strewn over the heap.
-    out = bytearray(64 * chunks * h)
+    if out is None:
+        out = bytearray(64 * chunks * h)
     xs = []  # Jacobian X, Y of every multiple; Z implied by zs/es below
     ys = []
     es = []  # Z of multiple j+1 = Z of multiple j * es[j] (co-Z additions)
@@ -227,12 +229,24 @@ def key_table(pub, pin=False):
         t = _table(pt[0], pt[1], _C, None, PIN_WINDOW)
         _pinned.append([pub, t])
         return t
-    t = _table(pt[0], pt[1])
     c = _cache
+    if len(c) >= CACHE_KEYS:
+        _spare.append(c.pop()[1])
+    t = _table(pt[0], pt[1], _C, None, Q_WINDOW, _spare.pop() if _spare else None)
     c.insert(0, [pub, t])
-    if len(c) > CACHE_KEYS:
-        c.pop()
     return t
+
+
+def reserve():
+    """Allocate the LRU's tables now (at boot, while the heap is in one piece)."""
+    while len(_spare) + len(_cache) < CACHE_KEYS:
+        _spare.append(bytearray(64 * _C << (Q_WINDOW - 2)))
+
+
+def shed():
+    """Forget the LRU's tables and give their memory back (pinned ones stay)."""
+    del _cache[:]
+    del _spare[:]
 
 
 def is_warm(pub):

@@ -166,6 +166,12 @@ class Verifier:
         self.cache_hit = False
         self.no_hints = set()  # issuer kids whose hints proved wrong: not used again
 
+    def shed(self):
+        """Drop what only saves time (verified credentials, wallets' key tables;
+        issuer keys stay), e.g. when the heap runs short."""
+        self.cache = {}
+        p256.shed()
+
     def set_policy(self, policy):
         self.policy = policy
         self.cache = {}  # a re-provisioned key set invalidates what was verified

@@ -160,6 +160,29 @@ def test_pinned_keys_stay_and_have_wider_tables():
     del p256._pinned[:]
 
 
+def test_reserved_tables_are_reused_and_shed_frees_them():
+    p256.shed()
+    import gc
+    gc.collect()
+    p256.reserve()
+    spare = [id(t) for t in p256._spare]
+    assert len(spare) == p256.CACHE_KEYS
+    keys = g_multiples()
+    for k in keys[: p256.CACHE_KEYS + 3]:
+        warm("ES256", k)
+    # Every table the LRU holds is one of the reserved buffers: no new ones.
+    assert sorted(id(e[1]) for e in p256._cache) == sorted(spare)
+    assert verify("ES256", keys[p256.CACHE_KEYS + 2], b"x", bytes(64)) is False
+    p256.shed()
+    assert p256._cache == [] and p256._spare == []
+    from pos import rules
+    v = rules.Verifier(rules.Policy())
+    v.cache[b"h"] = object()
+    warm("ES256", keys[0])
+    v.shed()
+    assert v.cache == {} and not is_warm("ES256", keys[0])
+
+
 def test_inverse():
     for m in (p256._P, p256._N):
         for _ in range(20):

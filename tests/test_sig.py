@@ -28,12 +28,14 @@ N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 # "1" True, "0" False, "E" an exception escaped verify(), "?" non-bool result,
 # "W" the key's cold verify (no table), its verify with the issuer's hints (an
 # optional 5th field), its warm one (after warm()) and its pinned one (the
-# wider table of warm(pin=True)) do not all agree.
+# wider table of warm(pin=True)) do not all agree, or verify_pair() on this
+# vector and the one before it does not answer as verify() did.
 DRIVER = """
 import binascii
 from pos import p256
-from pos.sig import verify, warm
+from pos.sig import verify, verify_pair, warm
 errors = []
+last = None  # (args, answer) of the previous vector, to check verify_pair on
 print("RESULT ", end="")
 with open(%r) as f:
     for line in f:
@@ -42,6 +44,11 @@ with open(%r) as f:
             args = (alg, binascii.unhexlify(key), binascii.unhexlify(msg), binascii.unhexlify(sig))
             p256._cache.clear()
             ok = verify(*args)
+            hb = binascii.unhexlify(hints) if hints else None
+            if last is not None:
+                p256._cache.clear()
+                if verify_pair(last[0], args + (hb,)) != (last[1], ok):
+                    ok = "W"  # verify_pair must answer as two verify() calls
             if hints and verify(*args, binascii.unhexlify(hints)) is not ok:
                 ok = "W"
             if warm(alg, args[1]) and verify(*args) is not ok:
@@ -51,6 +58,8 @@ with open(%r) as f:
             if warm(alg, args[1], True) and verify(*args) is not ok:
                 ok = "W"  # the wider table of a pinned (issuer) key
             print("1" if ok is True else "0" if ok is False else "W" if ok == "W" else "?", end="")
+            if ok is True or ok is False:
+                last = (args + (hb,), ok)
         except Exception as e:  # report and carry on: the CPython side names the vector
             print("E", end="")
             errors.append(repr(e))

@@ -429,19 +429,20 @@ def hints_match(pub, hints):
     return True
 
 
-def verify_digest(pub, h, sig, hints=None):
-    """ECDSA verify of a 32-byte digest h; pub and sig are bytes. Never raises on bad input.
-
-    hints: None, or the credential's 2^64 Q, 2^128 Q, 2^192 Q (uncompressed,
-    195 bytes, issuer-signed): used for a key without a table, they cut the
-    doublings from 256 to 64. Malformed hints make the check fail."""
+def _rs(h, sig):
+    # (r, s) of a well-formed signature over a 32-byte digest, else None.
     if len(sig) != 64 or len(h) != 32:
-        return False
+        return None
     n = _N
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")
     if not (0 < r < n and 0 < s < n):
-        return False
+        return None
+    return r, s
+
+
+def _check(pub, h, r, w, hints):
+    # The verification proper, given w = 1/s mod n.
     qt = _cached(pub)
     if qt is None:
         pt = decode_point(pub)
@@ -451,7 +452,7 @@ def verify_digest(pub, h, sig, hints=None):
             bases = _hint_points(hints)
             if bases is None:
                 return False
-    w = _inv(s, n)
+    n = _N
     u1 = int.from_bytes(h, "big") * w % n
     u2 = r * w % n
     if qt is not None:
@@ -459,3 +460,29 @@ def verify_digest(pub, h, sig, hints=None):
     if hints is not None:
         return mul2_check_hinted(u1, u2, pt[0], pt[1], bases, r)
     return mul2_check_cold(u1, u2, pt[0], pt[1], r)
+
+
+def verify_digest(pub, h, sig, hints=None):
+    """ECDSA verify of a 32-byte digest h; pub and sig are bytes. Never raises on bad input.
+
+    hints: None, or the credential's 2^64 Q, 2^128 Q, 2^192 Q (uncompressed,
+    195 bytes, issuer-signed): used for a key without a table, they cut the
+    doublings from 256 to 64. Malformed hints make the check fail."""
+    rs = _rs(h, sig)
+    if rs is None:
+        return False
+    return _check(pub, h, rs[0], _inv(rs[1], _N), hints)
+
+
+def verify_digests(a, b):
+    """Two verify_digest() calls, a and b each (pub, h, sig, hints), sharing one
+    inversion (Montgomery's trick: 1/s_a and 1/s_b from 1/(s_a*s_b)), as a
+    first-seen wallet's issuer and device signatures do. Returns (ok_a, ok_b)."""
+    ra = _rs(a[1], a[2])
+    rb = _rs(b[1], b[2])
+    if ra is None or rb is None:
+        return (ra is not None and verify_digest(*a)), (rb is not None and verify_digest(*b))
+    n = _N
+    inv = _inv(ra[1] * rb[1] % n, n)
+    return (_check(a[0], a[1], ra[0], rb[1] * inv % n, a[3]),
+            _check(b[0], b[1], rb[0], ra[1] * inv % n, b[3]))

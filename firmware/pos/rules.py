@@ -1,8 +1,11 @@
 # Offline risk rules: the terminal's decision on a wallet token, as pure logic.
 #
-# Order matters twice over. Cheap static checks come before signature checks so a
-# decline costs little; signatures come before stateful checks so nothing a phone
-# sends touches the wallet table before it is proven genuine. The table itself
+# Order matters twice over. Cheap static checks come before the device signature
+# check so a returning wallet's decline costs little (a first-seen wallet's two
+# signatures are checked together, sharing an inversion, and only the issuer's
+# verdict is read before the cheap checks); signatures come before stateful
+# checks so nothing a phone sends touches the wallet table before it is proven
+# genuine. The table itself
 # only changes in commit(), which the app calls after the record is on flash.
 
 import hashlib
@@ -10,7 +13,7 @@ import hashlib
 from micropython import const
 
 from pos import p256, reason, tlv, token
-from pos.sig import is_warm, verify, warm
+from pos.sig import is_warm, verify, verify_pair, warm
 
 _ALG_NAMES = {token.ALG_ES256: "ES256", token.ALG_RS256: "RS256"}
 _SLOT = const(24)          # wallet id (16) + last counter (4) + offline spend (4)
@@ -177,6 +180,8 @@ class Verifier:
         self.cache = {}  # a re-provisioned key set invalidates what was verified
 
     def _credential(self, raw, now):
+        # (credential, reason, its hash, issuer whose signature is still to be
+        # verified or None when the cache vouches for it).
         h = hashlib.sha256(raw).digest()
         cred = self.cache.get(h)
         self.cache_hit = cred is not None
@@ -184,19 +189,18 @@ class Verifier:
             try:
                 cred = token.Credential(raw)
             except tlv.TLVError:
-                return None, reason.MALFORMED, h
+                return None, reason.MALFORMED, h, None
         iss = self.policy.issuers.get(cred.issuer_kid)
         if iss is None:
-            return None, reason.ISSUER_UNKNOWN, h
+            return None, reason.ISSUER_UNKNOWN, h, None
         if iss.alg != cred.issuer_alg or not iss.not_before <= now <= iss.not_after:
-            return None, reason.ISSUER_KEY_INVALID, h
-        if not self.cache_hit:
-            if not verify(_ALG_NAMES[iss.alg], iss.key, cred.signed_bytes(), cred.issuer_sig):
-                return None, reason.ISSUER_SIG, h
-            if len(self.cache) >= _CACHE_MAX:
-                del self.cache[next(iter(self.cache))]
-            self.cache[h] = cred
-        return cred, reason.APPROVED, h
+            return None, reason.ISSUER_KEY_INVALID, h, None
+        return cred, reason.APPROVED, h, None if self.cache_hit else iss
+
+    def _remember(self, h, cred):
+        if len(self.cache) >= _CACHE_MAX:
+            del self.cache[next(iter(self.cache))]
+        self.cache[h] = cred
 
     def check(self, req, data):
         """Decide on the AUTHORIZE response `data` (without SW). Returns a reason
@@ -208,10 +212,30 @@ class Verifier:
         except tlv.TLVError:
             return reason.MALFORMED
         now = req.time
-        cred, r, h = self._credential(f[0], now)
+        cred, r, h, iss = self._credential(f[0], now)
         if r:
             return r
-        if cred.device_alg != token.ALG_ES256 or f[2][0] != cred.device_alg:
+        counter = tlv.uint(f[1])
+        es256 = cred.device_alg == token.ALG_ES256 and f[2][0] == cred.device_alg
+        hints = cred.device_hints if cred.issuer_kid not in self.no_hints else None
+        device = None
+        if es256:
+            n = token.signed_message(self._msg, req.data, counter, cred.device_alg, h)
+            device = ("ES256", cred.device_key, memoryview(self._msg)[:n], f[3], hints)
+        device_ok = None
+        if iss is not None:
+            issuer = (_ALG_NAMES[iss.alg], iss.key, cred.signed_bytes(), cred.issuer_sig, None)
+            if device is not None:
+                # A first-seen wallet: both signatures at once (one inversion).
+                # The device answer counts only once the issuer's has passed:
+                # its key and hints come from this credential.
+                issuer_ok, device_ok = verify_pair(issuer, device)
+            else:
+                issuer_ok = verify(*issuer)
+            if not issuer_ok:
+                return reason.ISSUER_SIG
+            self._remember(h, cred)
+        if not es256:
             return reason.UNSUPPORTED
         if now < cred.not_before:
             return reason.NOT_YET_VALID
@@ -224,10 +248,9 @@ class Verifier:
             return reason.CURRENCY
         if req.amount > cred.tap_limit:
             return reason.OVER_TAP_LIMIT
-        counter = tlv.uint(f[1])
-        n = token.signed_message(self._msg, req.data, counter, cred.device_alg, h)
-        hints = cred.device_hints if cred.issuer_kid not in self.no_hints else None
-        if not verify("ES256", cred.device_key, memoryview(self._msg)[:n], f[3], hints):
+        if device_ok is None:
+            device_ok = verify(*device)
+        if not device_ok:
             return reason.DEVICE_SIG
         seen = self.table.get(cred.wallet_id)
         spent = 0

@@ -51,6 +51,30 @@ def verify(alg, public_key, message, signature, hints=None):
     return False
 
 
+def verify_pair(a, b):
+    """Two verify() calls, a and b each (alg, public_key, message, signature,
+    hints): (ok_a, ok_b), the same answers. When both are ES256 they share
+    one modular inversion (~80 us in the unix port)."""
+    if a[0] != "ES256" or b[0] != "ES256":
+        return verify(*a), verify(*b)
+    args = []
+    for alg, public_key, message, signature, hints in (a, b):
+        key = _bytes(public_key)
+        msg = _bytes(message)
+        sig = _bytes(signature)
+        if hints is not None:
+            hints = _bytes(hints)
+            if hints is None:
+                key = None
+        if key is None or msg is None or sig is None:
+            return verify(*a), verify(*b)  # malformed: each answers for itself
+        args.append((key, hashlib.sha256(msg).digest(), sig, hints))
+    try:
+        return p256.verify_digests(args[0], args[1])
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return verify(*a), verify(*b)
+
+
 def warm(alg, public_key, pin=False):
     """Build and cache the per-key tables now (e.g. while idle). True if the key is usable.
     pin: keep them for good, wider (issuer keys; see p256.key_table)."""

@@ -98,7 +98,7 @@ class Terminal:
         """Work that would slow a tap down, done between taps: the journal
         erases its next block, so the next approval only programs flash; the
         key of a wallet that just paid gets its verification table, so its
-        next tap needs a warm verify (a third of a cold one). A failure here
+        next verify needs 32 doublings (64 with hints, 256 without). A failure here
         loses nothing: append() erases (slowly) or declines with STORAGE, and
         a key without a table is verified cold."""
         try:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from host_tools import wallet_sim as ws  # noqa: E402
 from host_tools.build import build  # noqa: E402
-from host_tools.emulator import micropython  # noqa: E402
+from host_tools.emulator import code_footprint, micropython  # noqa: E402
 
 N = 40
 NOW = 1764000000
@@ -125,12 +125,8 @@ def measure():
         env = dict(os.environ, MICROPYPATH=".frozen:" + str(out))
         # 128k for data, as the emulated terminal gets; the code's footprint on top
         # (the ESP32 keeps it in flash), measured as the emulator measures its own.
-        probe = subprocess.run([micropython(), "-X", "heapsize=1m", "-c",
-                                IMPORTS + "gc.collect()\nprint(gc.mem_alloc())"],
-                               capture_output=True, text=True, env=env, timeout=60)
-        if probe.returncode:
-            raise RuntimeError(probe.stdout + probe.stderr)
-        code_kb = -(-int(probe.stdout.split()[-1]) // 1024)
+        code_kb = -(-code_footprint(out, ["pos.p256_gtab", "pos.reason", "pos.rules", "pos.sig",
+                                          "json"]) // 1024)
         r = subprocess.run([micropython(), "-X", "heapsize=%dk" % (128 + code_kb), str(script), str(p)],
                            capture_output=True, text=True, env=env, timeout=300)
     if r.returncode:

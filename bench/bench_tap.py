@@ -199,11 +199,7 @@ def gc_probe(build_dir, heapsize, free, everything):
                                       serialization.PublicFormat.UncompressedPoint)
     r, s = utils.decode_dss_signature(k.sign(b"gc probe", ec.ECDSA(hashes.SHA256())))
     sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    names = []
-    if everything:
-        names = sorted(str(p.relative_to(build_dir).with_suffix("")).replace(os.sep, ".")
-                       for p in Path(build_dir).rglob("*.mpy"))
-        names = [n for n in names if n not in emulator._NOT_WIRED and not n.endswith("__init__")]
+    names = emulator.wired_modules(build_dir) if everything else []
     r = subprocess.run([micropython(), "-X", "heapsize=%s" % heapsize, "-c",
                         _GC_PROBE % (pub.hex(), sig.hex()), str(free or 0)] + names,
                        capture_output=True, text=True, timeout=120,

@@ -69,15 +69,22 @@ print(gc.mem_alloc() - a)
 """
 
 
-def code_footprint(build_dir):
-    """Bytes of heap that importing the build's firmware and board modules takes
-    in the unix port: bytecode, constants (the P-256 table), qstrs and function
-    objects, all of which a device build freezes into flash. Measured, not
-    estimated: a fresh process imports them all and reads gc.mem_alloc()."""
+def wired_modules(build_dir):
+    """Names of the build's modules that the emulated board imports."""
     build_dir = Path(build_dir)
     names = sorted(str(p.relative_to(build_dir).with_suffix("")).replace(os.sep, ".")
                    for p in build_dir.rglob("*.mpy"))
-    names = [n for n in names if n not in _NOT_WIRED and not n.endswith("__init__")]
+    return [n for n in names if n not in _NOT_WIRED and not n.endswith("__init__")]
+
+
+def code_footprint(build_dir, names=None):
+    """Bytes of heap that importing the build's firmware and board modules (or
+    just `names`) takes in the unix port: bytecode, constants (the P-256
+    table), qstrs and function objects, all of which a device build freezes
+    into flash. Measured, not estimated: a fresh process imports them and
+    reads gc.mem_alloc()."""
+    if names is None:
+        names = wired_modules(build_dir)
     r = subprocess.run([micropython(), "-X", "heapsize=4m", "-c", _FOOTPRINT] + names,
                        capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, MICROPYPATH=".frozen:" + str(build_dir)))

@@ -16,6 +16,22 @@ def _bytes(x):
     return None
 
 
+def _args(alg, public_key, message, signature, hints):
+    # (key, msg, sig, hints) as bytes, or None for malformed input (the alg is
+    # checked for str first: bytes == str makes MicroPython print a warning).
+    # Hints matter to ES256 only; other algorithms pass them through unread.
+    key = _bytes(public_key)
+    msg = _bytes(message)
+    sig = _bytes(signature)
+    if key is None or msg is None or sig is None or not isinstance(alg, str):
+        return None
+    if alg == "ES256" and hints is not None:
+        hints = _bytes(hints)
+        if hints is None:
+            return None
+    return key, msg, sig, hints
+
+
 def verify(alg, public_key, message, signature, hints=None):
     """True iff `signature` is valid for `message` (hashed here with SHA-256).
 
@@ -30,21 +46,14 @@ def verify(alg, public_key, message, signature, hints=None):
     (PROTOCOL.md, tag 0D), or None. Trust them only when they come from a
     credential whose issuer signature has been verified.
     """
-    key = _bytes(public_key)
-    msg = _bytes(message)
-    sig = _bytes(signature)
-    # (alg checked for str first: bytes == str makes MicroPython print a warning)
-    if key is None or msg is None or sig is None or not isinstance(alg, str):
+    a = _args(alg, public_key, message, signature, hints)
+    if a is None:
         return False
     try:
         if alg == "ES256":
-            if hints is not None:
-                hints = _bytes(hints)
-                if hints is None:
-                    return False
-            return p256.verify_digest(key, hashlib.sha256(msg).digest(), sig, hints)
+            return p256.verify_digest(a[0], hashlib.sha256(a[1]).digest(), a[2], a[3])
         if alg == "RS256":
-            return rsa.verify_digest(key, hashlib.sha256(msg).digest(), sig)
+            return rsa.verify_digest(a[0], hashlib.sha256(a[1]).digest(), a[2])
     except (ValueError, TypeError, IndexError, OverflowError):
         # Defensive: the checks above should leave nothing to raise.
         return False
@@ -55,22 +64,13 @@ def verify_pair(a, b):
     """Two verify() calls, a and b each (alg, public_key, message, signature,
     hints): (ok_a, ok_b), the same answers. When both are ES256 they share
     one modular inversion (~80 us in the unix port)."""
-    if a[0] != "ES256" or b[0] != "ES256":
-        return verify(*a), verify(*b)
-    args = []
-    for alg, public_key, message, signature, hints in (a, b):
-        key = _bytes(public_key)
-        msg = _bytes(message)
-        sig = _bytes(signature)
-        if hints is not None:
-            hints = _bytes(hints)
-            if hints is None:
-                key = None
-        if key is None or msg is None or sig is None:
-            return verify(*a), verify(*b)  # malformed: each answers for itself
-        args.append((key, hashlib.sha256(msg).digest(), sig, hints))
+    pa = _args(*a)
+    pb = _args(*b)
+    if pa is None or pb is None or a[0] != "ES256" or b[0] != "ES256":
+        return verify(*a), verify(*b)  # each answers for itself
     try:
-        return p256.verify_digests(args[0], args[1])
+        return p256.verify_digests((pa[0], hashlib.sha256(pa[1]).digest(), pa[2], pa[3]),
+                                   (pb[0], hashlib.sha256(pb[1]).digest(), pb[2], pb[3]))
     except (ValueError, TypeError, IndexError, OverflowError):
         return verify(*a), verify(*b)
 

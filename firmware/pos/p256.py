@@ -102,9 +102,9 @@ def _double_n(X, Y, Z, n):
     return X, Y, Z
 
 
-def _window(t):
+def _window(t, c=_C):
     # A table's wNAF width, from its size: 2^(w-2) odd multiples per chunk.
-    e = len(t) // (64 * _C)
+    e = len(t) // (64 * c)
     w = 2
     while (1 << (w - 2)) < e:
         w += 1
@@ -300,16 +300,17 @@ def _g():
     return _gtab
 
 
-def mul2_check(u1, u2, qt, r):
-    """True iff x(u1*G + u2*Q) mod n == r, where qt is Q's full table."""
+def mul2_check(u1, u2, qt, r, l=_L, c=_C):
+    """True iff x(u1*G + u2*Q) mod n == r, where qt is Q's table of c chunks of
+    l bits (the full one, or one built on the issuer's hints)."""
     g = _g()
     tabs = [memoryview(qt)]
     for t in g.G:
         tabs.append(memoryview(t))
     sched = []
     _schedule(u1, g.W, 1 << 9, 1 << 9, sched)
-    w = _window(qt)
-    _schedule(u2, w, 0, 1 << (w - 2), sched)
+    w = _window(qt, c)
+    _schedule(u2, w, 0, 1 << (w - 2), sched, l, c)
     return _run(sched, tabs, r)
 
 
@@ -321,19 +322,6 @@ def mul2_check_cold(u1, u2, x, y, r):
     sched = []
     _schedule(u1, g.W, 1 << 9, 0, sched, 1024, 1)
     _schedule(u2, Q_WINDOW, 0, 0, sched, 1024, 1)
-    return _run(sched, tabs, r)
-
-
-def mul2_check_hinted(u1, u2, x, y, bases, r):
-    """mul2_check for a key without a table but with its multiples
-    2^(64k)*Q, k = 1..3 (affine, from the issuer): 64 steps."""
-    g = _g()
-    tabs = [memoryview(_table(x, y, _HINTS + 1, bases))]
-    for t in g.G:
-        tabs.append(memoryview(t))
-    sched = []
-    _schedule(u1, g.W, 1 << 9, 1 << 9, sched)
-    _schedule(u2, Q_WINDOW, 0, 1 << (Q_WINDOW - 2), sched, 256 // (_HINTS + 1), _HINTS + 1)
     return _run(sched, tabs, r)
 
 
@@ -458,7 +446,9 @@ def _check(pub, h, r, w, hints):
     if qt is not None:
         return mul2_check(u1, u2, qt, r)
     if hints is not None:
-        return mul2_check_hinted(u1, u2, pt[0], pt[1], bases, r)
+        # Q's table of 4 chunks of 64 bits, each starting at a hint: 64 steps.
+        qt = _table(pt[0], pt[1], _HINTS + 1, bases)
+        return mul2_check(u1, u2, qt, r, 256 // (_HINTS + 1), _HINTS + 1)
     return mul2_check_cold(u1, u2, pt[0], pt[1], r)
 
 

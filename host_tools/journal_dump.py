@@ -16,11 +16,9 @@ import sys
 import zlib
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-
 from host_tools import wallet_sim as ws
+# Shared with the acquirer's receiver; verify_signature is also this module's API.
+from host_tools.records import device_message, parse_credential, parse_record, verify_signature
 
 _HEADER = struct.Struct("<BBHII")  # magic, version, length, record id, CRC-32
 _BLOCK = struct.Struct("<4sIII")  # b"PJL1", seq, base id, CRC-32
@@ -85,38 +83,18 @@ def read_records(image, offset=UNIX_JOURNAL_OFFSET, block_size=4096):
     return records, problems
 
 
-def verify_signature(alg, key, message, sig):
-    """ES256 (r||s) or RS256 (PKCS#1 v1.5) with `cryptography`: True or False."""
-    try:
-        if alg == "ES256":
-            pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), key)
-            der = utils.encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
-            pub.verify(der, message, ec.ECDSA(hashes.SHA256()))
-        else:
-            pub = rsa.RSAPublicNumbers(65537, int.from_bytes(key, "big")).public_key()
-            pub.verify(sig, message, padding.PKCS1v15(), hashes.SHA256())
-        return True
-    except (InvalidSignature, ValueError):
-        return False
-
-
 def check_record(payload, issuers):
     """A dict describing the payment; 'ok' says whether both signatures verify."""
-    rec = ws.parse_tlv(payload)
-    req, resp, ref = ws.parse_tlv(rec[0x41]), ws.parse_tlv(rec[0x42]), rec[0x43]
-    cred_raw = resp[0x31]
-    cred = ws.parse_credential(cred_raw)
-    counter = int.from_bytes(resp[0x32], "big")
+    rec = parse_record(payload)
+    cred = parse_credential(rec["credential"])
     iss = issuers.get(cred["issuer_kid"].hex())
-    body = cred_raw[:len(cred_raw) - len(ws.tlv(0x1F, cred["issuer_sig"]))]
     issuer_ok = iss is not None and verify_signature(iss["alg"], bytes.fromhex(iss["key"]),
-                                            ws.CRED_DOMAIN + body, cred["issuer_sig"])
-    device_ok = verify_signature("ES256", cred["device_key"],
-                        ws.auth_message(rec[0x41], counter, resp[0x33][0], cred_raw), resp[0x34])
-    return {"reference": ref.decode(errors="replace"), "amount": int.from_bytes(req[0x24], "big"),
-            "currency": int.from_bytes(req[0x25], "big"), "wallet": cred["wallet_id"].hex(),
-            "counter": counter, "seq": int.from_bytes(req[0x28], "big"),
-            "time": int.from_bytes(req[0x27], "big"), "ok": issuer_ok and device_ok,
+                                                     cred["signed"], cred["issuer_sig"])
+    device_ok = verify_signature("ES256", cred["device_key"], device_message(rec), rec["device_sig"])
+    return {"reference": rec["reference"].decode(errors="replace"), "amount": rec["amount"],
+            "currency": rec["currency"], "wallet": cred["wallet_id"].hex(),
+            "counter": rec["counter"], "seq": rec["seq"],
+            "time": rec["time"], "ok": issuer_ok and device_ok,
             "why": "" if issuer_ok and device_ok else ("issuer signature" if not issuer_ok else "device signature")}
 
 

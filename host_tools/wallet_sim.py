@@ -20,7 +20,10 @@ ALG_ES256, ALG_RS256 = 1, 2
 ALG_NAMES = {ALG_ES256: "ES256", ALG_RS256: "RS256"}
 CRED_DOMAIN = b"OFFPAY-CRED-V1\x00"
 AUTH_DOMAIN = b"OFFPAY-AUTH-V1\x00"
-CHUNK = 240          # bytes of response data per R-APDU before chaining
+CHUNK = 240          # bytes of response data per R-APDU before chaining (default)
+MAX_PART = 256       # largest R-APDU data part PROTOCOL.md allows
+MAX_RESPONSE = 1200  # largest AUTHORIZE response data a terminal takes
+MAX_ROUNDS = 16      # R-APDUs one AUTHORIZE exchange may take, the first answer included
 FAULTS = (
     None,             # behave
     "bad_sig",        # flip a bit of the device signature
@@ -29,11 +32,14 @@ FAULTS = (
     "stale_counter",  # sign this challenge properly but reuse the last counter
     "other_amount",   # sign a different amount than the terminal asked for
     "truncate",       # cut the response short
-    "oversize",       # claim a credential longer than any the terminal accepts
+    "oversize",       # claim a credential longer than any the terminal accepts (1025 bytes)
     "garbage",        # random bytes with 9000
     "refuse",         # 6982: user did not confirm
     "no_app",         # not our wallet: SELECT fails with 6A82
     "endless_chain",  # keep answering 61xx forever
+    "flood",          # chain more than 1200 bytes of response data
+    "big_part",       # send the last part in one R-APDU of more than 256 data bytes
+    "sixc_data",      # answer a GET RESPONSE with data and 6C xx
 )
 
 SW_OK = b"\x90\x00"
@@ -213,17 +219,28 @@ class Phone:
 
     def __init__(self, issuer, name="phone", device_key=None, counter=0, fault=None,
                  credential=None, uid=None, deterministic=False, compressed_key=False,
-                 **cred_args):
+                 chunk=CHUNK, exact_le=False, **cred_args):
+        """chunk: data bytes per R-APDU part; exact_le: answer `6C xx` to a
+        command whose Le is not exactly the next part's length, and send the
+        part only when the command is repeated with Le = xx (both are allowed
+        by PROTOCOL.md section 5.3; a terminal must follow them)."""
+        if fault not in FAULTS:
+            raise ValueError("unknown fault %r" % (fault,))
         self.name = name
         self.key = device_key or ec.generate_private_key(ec.SECP256R1())
         self.counter = counter
         self.fault = fault
         self.deterministic = deterministic
+        self.chunk = chunk
+        self.exact_le = exact_le
         self.uid = uid or (b"\x08" + os.urandom(3))  # random NFCID1, as phones do
         pub = es256_public(self.key, compressed=compressed_key)
+        if credential is None and fault == "bad_cred_sig":
+            cred_args["forge"] = True
         self.credential = credential or issuer.issue(pub, **cred_args)
         self.selected = False
         self.pending = b""
+        self._sixc = None  # (request, Le) of an AUTHORIZE answered 6C, awaiting its repeat
         self.last_response = None
         self.last_counter = None
         self.log = []     # (ins, status word) per command, for tests
@@ -272,19 +289,37 @@ class Phone:
                 return b"\x00" * 16 + b"\x61\x10"
             if not self.pending:
                 return b"\x69\x85"
+            if self.fault == "sixc_data":
+                return self.pending[:8] + bytes((0x6C, min(len(self.pending), self.chunk) & 0xFF))
             return self._chunk(le or 256)
         if cla == 0x80 and ins == 0xA0:
             if not self.selected:
                 return b"\x69\x85"
             if p1 or p2:
                 return b"\x6A\x86"
+            if self.exact_le and self._sixc is not None and self._sixc[0] == data \
+                    and le == self._sixc[1]:
+                # The repeat that a 6C asked for: the answer was made then.
+                self._sixc = None
+                return self._chunk(le)
+            self._sixc = None
             return self._authorize(data, le or 256)
         if cla not in (0x00, 0x80):
             return b"\x6E\x00"
         return b"\x6D\x00"
 
     def _chunk(self, le):
-        n = min(le, CHUNK)
+        rest = len(self.pending)
+        if self.fault == "big_part":
+            # Everything but the last 300 bytes first, then those in one part.
+            n = rest - 300 if rest > 300 else rest
+        else:
+            n = min(rest, self.chunk)
+            if self.exact_le and le != n:
+                # ISO 7816-4: wrong Le, SW2 = the exact length; nothing is sent
+                # and the part stays pending until the command is repeated.
+                return bytes((0x6C, n & 0xFF))
+            n = min(n, le)
         out, self.pending = self.pending[:n], self.pending[n:]
         if self.pending:
             rest = len(self.pending)
@@ -326,9 +361,13 @@ class Phone:
             sig = sig[:10] + bytes((sig[10] ^ 0x40,)) + sig[11:]
         cred = self.credential
         if self.fault == "oversize":
-            cred = cred + b"\x00" * 1100
+            cred = cred + b"\x00" * max(0, 1025 - len(cred))  # one byte over tag 31's bound
         resp = (tlv(0x31, cred) + tlv(0x32, u32(counter)) + tlv(0x33, bytes((ALG_ES256,)))
                 + tlv(0x34, sig))
+        if self.fault == "flood":
+            resp = resp + b"\x00" * (MAX_RESPONSE + 1 - len(resp))
+        if self.exact_le:
+            self._sixc = (data, min(len(resp), self.chunk))
         if self.fault == "truncate":
             resp = resp[:len(resp) // 2]
         self.last_response = resp
@@ -350,13 +389,22 @@ def authorize_apdu(terminal_id, merchant_id, amount, currency, un, ttime, seq):
 SELECT_APDU = bytes((0x00, 0xA4, 0x04, 0x00, len(AID))) + AID + b"\x00"
 
 
-def run_tap(phone, apdu):
-    """Send an APDU and follow 61xx chaining like a terminal; returns (data, sw)."""
+def run_tap(phone, apdu, rounds=MAX_ROUNDS):
+    """Send an APDU and follow the chaining as PROTOCOL.md 5.3 tells a terminal:
+    `61 xx` -> GET RESPONSE with Le = xx, `6C xx` -> the same command again with
+    Le = xx; at most `rounds` R-APDUs. Returns (data, sw)."""
     out = b""
-    resp = phone.transceive(apdu)
-    for _ in range(16):
-        out += resp[:-2]
-        if resp[-2] != 0x61:
-            return out, resp[-2:]
-        resp = phone.transceive(bytes((0x00, 0xC0, 0x00, 0x00, resp[-1])))
-    raise RuntimeError("endless chaining")
+    cmd = bytes(apdu)
+    resp = phone.transceive(cmd)
+    for i in range(rounds):
+        sw1 = resp[-2]
+        if sw1 == 0x6C and len(resp) == 2:
+            cmd = cmd[:-1] + resp[-1:]
+        else:
+            out += resp[:-2]
+            if sw1 != 0x61:
+                return out, resp[-2:]
+            cmd = bytes((0x00, 0xC0, 0x00, 0x00, resp[-1]))
+        if i + 1 < rounds:
+            resp = phone.transceive(cmd)
+    raise RuntimeError("more than %d R-APDUs" % rounds)

@@ -33,13 +33,18 @@ class Scenario:
         self.taps.append({"sync": True})
         self.expect.append("SYNC")
 
+    def reboot(self, records):
+        """A power cut and a boot: the wallet table is rebuilt from the journal."""
+        self.taps.append({"reboot": True})
+        self.expect.append("REBOOT %d" % records)
+
     def run(self, tmp_path, capacity=512):
         p = tmp_path / "scenario.json"
         p.write_text(json.dumps({"policy": self.policy, "taps": self.taps, "capacity": capacity}))
         r = run_mp(ROOT / "tests" / "mp" / "rules_replay.py", p, heap="1M")  # the scenario JSON is test data
         assert r.returncode == 0, r.stdout + r.stderr
         lines = r.stdout.split("\n")[:-1]
-        return [line.split()[0] for line in lines], lines
+        return [l if l.startswith("REBOOT") else l.split()[0] for l in lines], lines
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,7 @@ def test_every_rule_has_its_reason(tmp_path, es_issuer):
     denied = ws.Phone(es_issuer)
     denied_serial = ws.Phone(es_issuer)
     sc = Scenario([es_issuer, old_key], deny={
-        "wallets": [denied.wallet_id.hex()],
+        "wallets": [[es_issuer.kid.hex(), denied.wallet_id.hex()]],
         "serials": [(es_issuer.kid + ws.parse_credential(denied_serial.credential)["serial"]).hex()]})
     sc.tap(good, 1000, "APPROVED")
     sc.tap(good, 1200, "APPROVED")                       # returning wallet
@@ -67,7 +72,7 @@ def test_every_rule_has_its_reason(tmp_path, es_issuer):
     sc.tap(ws.Phone(es_issuer, fault="bad_sig"), 100, "DEVICE_SIG")
     sc.tap(ws.Phone(es_issuer, hints=False), 100, "APPROVED")  # no key hints: 256 doublings
     sc.tap(ws.Phone(es_issuer, wrong_hints=True), 100, "DEVICE_SIG")  # signed but wrong hints
-    sc.tap(ws.Phone(es_issuer, fault="bad_cred_sig", credential=es_issuer.issue(b"\x04" + b"\x01" * 64, forge=True)), 100, "ISSUER_SIG")
+    sc.tap(ws.Phone(es_issuer, fault="bad_cred_sig"), 100, "ISSUER_SIG")
     sc.tap(ws.Phone(es_issuer, fault="other_amount"), 100, "DEVICE_SIG")
     sc.tap(ws.Phone(es_issuer, not_after=NOW - 1), 100, "EXPIRED")
     sc.tap(ws.Phone(es_issuer, not_before=NOW + 60), 100, "NOT_YET_VALID")
@@ -145,3 +150,112 @@ def test_random_and_mutated_answers_are_declined(tmp_path, es_issuer):
     assert set(got[1:]) <= {"MALFORMED", "ISSUER_UNKNOWN", "ISSUER_KEY_INVALID", "ISSUER_SIG",
                             "UNSUPPORTED", "DEVICE_SIG", "COUNTER_REPLAY", "EXPIRED",
                             "NOT_YET_VALID", "CURRENCY", "OVER_TAP_LIMIT", "OVER_OFFLINE_LIMIT"}
+
+
+def test_wallet_state_is_keyed_by_issuer_and_wallet_id(tmp_path, es_issuer):
+    """Issuer B reusing issuer A's wallet id touches none of A's wallet's state:
+    not its counter (B's 0xFFFFFFFF would lock A's customer out for good), not
+    its offline spend, not its deny entry."""
+    b = ws.Issuer(alg="ES256", not_before=NOW - 10, not_after=NOW + 10)
+    a_phone = ws.Phone(es_issuer, offline_limit=1000)
+    wid = a_phone.wallet_id
+    b_phone = ws.Phone(b, wallet_id=wid, counter=0xFFFFFFFE, offline_limit=1000)
+    b_denied = ws.Phone(b, wallet_id=os.urandom(16))
+    a_same_id = ws.Phone(es_issuer, wallet_id=b_denied.wallet_id)
+    sc = Scenario([es_issuer, b], deny={"wallets": [[b.kid.hex(), b_denied.wallet_id.hex()]]})
+    sc.tap(b_phone, 900, "APPROVED")            # counter 0xFFFFFFFF under issuer B
+    sc.tap(a_phone, 900, "APPROVED")            # A's wallet: its own counter and spend
+    sc.tap(a_phone, 200, "OVER_OFFLINE_LIMIT")  # 900 + 200 of A's own 1000
+    sc.tap(b_denied, 10, "DENY_LISTED")
+    sc.tap(a_same_id, 10, "APPROVED")           # the same id under A is not denied
+    sc.reboot(3)
+    sc.tap(a_phone, 50, "APPROVED")             # restored per issuer too: 950 of 1000
+    sc.tap(a_phone, 60, "OVER_OFFLINE_LIMIT")
+    got, lines = sc.run(tmp_path)
+    assert got == sc.expect, "\n".join(lines)
+
+
+def test_an_older_credential_is_declined_once_a_newer_one_paid(tmp_path, es_issuer):
+    """The issuer re-issued the wallet with a lower limit (not-before later):
+    once the new credential has paid here, the old one is SUPERSEDED, also
+    after a sync and a reboot; before that, the old one's spend counts against
+    the new one's limit."""
+    wid = os.urandom(16)
+    old = ws.Phone(es_issuer, wallet_id=wid, not_before=NOW - 5000, tap_limit=5000,
+                   offline_limit=20000)
+    new = ws.Phone(es_issuer, wallet_id=wid, not_before=NOW - 100, tap_limit=1000,
+                   offline_limit=1000, counter=1000)
+    sc = Scenario([es_issuer])
+    sc.tap(old, 800, "APPROVED")
+    sc.tap(new, 300, "OVER_OFFLINE_LIMIT")      # 800 already spent offline, limit 1000
+    sc.tap(new, 200, "APPROVED")
+    sc.tap(old, 100, "SUPERSEDED")
+    sc.sync()
+    sc.tap(old, 5000, "SUPERSEDED")             # the issue: 5,800 against a limit of 1,000
+    sc.reboot(2)
+    sc.tap(old, 100, "SUPERSEDED")              # the journal remembers the newest credential
+    sc.tap(new, 900, "APPROVED")
+    got, lines = sc.run(tmp_path)
+    assert got == sc.expect, "\n".join(lines)
+
+
+def test_equal_not_before_orders_credentials_by_serial(tmp_path, es_issuer):
+    wid = os.urandom(16)
+    low = ws.Phone(es_issuer, wallet_id=wid, serial=bytes(7) + b"\x01", not_before=NOW - 9)
+    high = ws.Phone(es_issuer, wallet_id=wid, serial=bytes(7) + b"\x02", not_before=NOW - 9,
+                    counter=50)
+    sc = Scenario([es_issuer])
+    sc.tap(low, 10, "APPROVED")
+    sc.tap(high, 10, "APPROVED")
+    sc.tap(low, 10, "SUPERSEDED")
+    got, lines = sc.run(tmp_path)
+    assert got == sc.expect, "\n".join(lines)
+
+
+CONFIG_CHECK = """
+import sys
+from pos import rules
+K = "04" + "11" * 64
+def issuer(**kw):
+    d = {"kid": "4953535545523031", "alg": "ES256", "key": K, "not_before": 0, "not_after": 1}
+    d.update(kw)
+    return d
+good = {"issuers": [issuer()], "deny": {"wallets": [["4953535545523031", "ab" * 16]],
+                                         "serials": ["4953535545523031" + "00" * 8]}}
+p = rules.Policy.from_config(good)
+assert p.deny_wallets == {bytes.fromhex("4953535545523031" + "ab" * 16)}
+bad = [
+    {"deny": {}},                                            # no issuers
+    {"issuers": []},
+    {"issuers": [issuer()] * 17},
+    {"issuers": [issuer(), issuer()]},                       # one kid twice
+    {"issuers": [issuer(alg="EdDSA")]},
+    {"issuers": [issuer(key="04" + "11" * 40)]},             # not a SEC1 length
+    {"issuers": [issuer(alg="RS256", key="c1" * 256 + "01")]},  # 2056 bits: fine...
+    {"issuers": [issuer(alg="RS256", key="c1" * 200)]},      # ...1600 bits: too short
+    {"issuers": [issuer(not_before=5, not_after=4)]},
+    {"issuers": [issuer(not_after=2 ** 32)]},
+    {"issuers": [issuer(kid="49535355")]},
+    {"issuers": [issuer()], "deny": {"wallets": ["ab" * 16]}},  # the old bare form
+    {"issuers": [issuer()], "deny": {"wallets": [["4953535545523031"]]}},
+    {"issuers": [issuer()], "deny": {"wallets": [["4953535545523031", "ab" * 15]]}},
+    {"issuers": [issuer()], "deny": {"serials": ["4953"]}},
+    {"issuers": [issuer()], "deny": []},
+    {"issuers": [issuer()], "deny": {"wallets": [["4953535545523031", "ab" * 16]] * 1025}},
+]
+for i, cfg in enumerate(bad):
+    try:
+        rules.Policy.from_config(cfg)
+        print("ACCEPTED", i)
+    except rules.ConfigError as e:
+        print("REFUSED", i, e)
+"""
+
+
+def test_policy_config_follows_the_schema():
+    r = run_mp(CONFIG_CHECK, heap="512k")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.split("\n")[:-1]
+    # Entry 6 is a valid RS256 modulus length (257 bytes, 2056 bits): accepted.
+    assert [l.split()[0] for l in lines] == ["REFUSED"] * 6 + ["ACCEPTED"] + ["REFUSED"] * 10, lines
+    assert "bare wallet id" in lines[11], lines[11]

@@ -30,7 +30,7 @@ def restore(verifier, journal):
             req, resp, _ = decode_record(payload)
             tlv.decode(resp, token.RESPONSE_SPEC, f)
             tlv.decode(req, token.REQUEST_SPEC, q)
-            wid = token.Credential(f[0]).wallet_id
+            wid = rules.wallet_key(token.Credential(f[0]))  # issuer kid + wallet id + credential age
         except tlv.TLVError:
             continue  # the journal's CRC passed, so this is a newer layout: skip
         counter = tlv.uint(f[1])

@@ -7,6 +7,8 @@
 # checks so nothing a phone sends touches the wallet table before it is proven
 # genuine. The table itself
 # only changes in commit(), which the app calls after the record is on flash.
+# Wallet state (counter, offline spend, newest credential, deny entries) is
+# keyed by issuer key id and wallet id together.
 
 import hashlib
 
@@ -16,8 +18,16 @@ from pos import p256, reason, tlv, token
 from pos.sig import is_warm, verify, verify_pair, warm
 
 _ALG_NAMES = {token.ALG_ES256: "ES256", token.ALG_RS256: "RS256"}
-_SLOT = const(24)          # wallet id (16) + last counter (4) + offline spend (4)
-_PAGE = const(64)          # slots per page
+_ALGS = {"ES256": token.ALG_ES256, "RS256": token.ALG_RS256}
+
+# A wallet is named by (issuer key id, wallet id): a wallet id is only unique
+# within its issuer, and an issuer must not be able to touch another issuer's
+# wallets' counters or spend by reusing their ids (PROTOCOL.md section 6).
+_ID = const(24)            # issuer key id (8) + wallet id (16)
+_GEN = const(12)           # newest credential seen: not-before (4) + serial (8)
+_KEY = const(36)           # _ID + _GEN: what wallet_key() returns
+_SLOT = const(44)          # _KEY + last counter (4) + offline spend (4)
+_PAGE = const(32)          # slots per page (1408 bytes)
 _CACHE_MAX = const(16)     # credentials whose issuer signature is already verified
 _MAX_ISSUERS = const(16)
 _MAX_DENY = const(1024)
@@ -46,6 +56,23 @@ def _hex(s, n=None):
     return b
 
 
+def wallet_key(cred):
+    """The wallet table's key for a credential: issuer kid + wallet id (which
+    wallet) + not-before + serial (which of its credentials; compared as bytes,
+    that is by not-before, then serial)."""
+    return cred.issuer_kid + cred.wallet_id + cred.not_before.to_bytes(4, "big") + cred.serial
+
+
+def _pair(e):
+    # A deny-list wallet entry: ["<issuer kid, 16 hex>", "<wallet id, 32 hex>"].
+    if isinstance(e, str):
+        raise ConfigError("deny.wallets entries are [\"<kid 16 hex>\", \"<wallet id 32 hex>\"] "
+                          "pairs: a bare wallet id %r names no issuer" % (e,))
+    if not isinstance(e, (list, tuple)) or len(e) != 2:
+        raise ConfigError("not a [kid, wallet id] pair: %r" % (e,))
+    return _hex(e[0], 8) + _hex(e[1], 16)
+
+
 def _u32(v):
     if not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
         raise ConfigError("not a u32: %r" % (v,))
@@ -59,57 +86,76 @@ class Policy:
         self.issuers = {}
         for i in issuers:
             self.issuers[i.kid] = i
-        self.deny_wallets = set(deny_wallets)
+        self.deny_wallets = set(deny_wallets)  # issuer kid (8) + wallet id (16)
         self.deny_serials = set(deny_serials)  # issuer kid (8) + serial (8)
 
     @classmethod
     def from_config(cls, cfg):
-        """Build from the provisioned config dict (see PROTOCOL.md, "Provisioning")."""
+        """Build from the provisioned config dict: fields "issuers" and "deny"
+        of the schema in PROTOCOL.md section 7. Anything outside it is a
+        ConfigError, so a terminal never runs on a half-understood policy."""
         try:
-            items = cfg.get("issuers", ())
+            items = cfg["issuers"]
             deny = cfg.get("deny", {})
-            if len(items) > _MAX_ISSUERS:
-                raise ConfigError("too many issuers")
+            if not isinstance(items, list) or not 1 <= len(items) <= _MAX_ISSUERS:
+                raise ConfigError("issuers: a list of 1..%d keys" % _MAX_ISSUERS)
             issuers = []
             for it in items:
-                alg = {"ES256": token.ALG_ES256, "RS256": token.ALG_RS256}.get(it["alg"])
+                alg = _ALGS.get(it["alg"])
                 if alg is None:
                     raise ConfigError("unknown alg %r" % (it["alg"],))
-                issuers.append(Issuer(_hex(it["kid"], 8), alg, _hex(it["key"]),
-                                      _u32(it["not_before"]), _u32(it["not_after"])))
-            wallets = deny.get("wallets", ())
-            serials = deny.get("serials", ())
+                kid, key = _hex(it["kid"], 8), _hex(it["key"])
+                # SEC1 compressed or uncompressed; an RSA modulus of 2048..4096 bits.
+                if len(key) not in (33, 65) if alg == token.ALG_ES256 else not 256 <= len(key) <= 512:
+                    raise ConfigError("issuer %s: %s key of %d bytes" % (it["kid"], it["alg"], len(key)))
+                nb, na = _u32(it["not_before"]), _u32(it["not_after"])
+                if nb > na:
+                    raise ConfigError("issuer %s: not_before after not_after" % it["kid"])
+                if any(i.kid == kid for i in issuers):
+                    raise ConfigError("issuer %s listed twice" % it["kid"])
+                issuers.append(Issuer(kid, alg, key, nb, na))
+            if not isinstance(deny, dict):
+                raise ConfigError("deny: an object")
+            wallets = deny.get("wallets", [])
+            serials = deny.get("serials", [])
+            if not isinstance(wallets, list) or not isinstance(serials, list):
+                raise ConfigError("deny.wallets and deny.serials: lists")
             if len(wallets) + len(serials) > _MAX_DENY:
                 raise ConfigError("deny list too long")
-            return cls(issuers, [_hex(w, 16) for w in wallets], [_hex(s, 16) for s in serials])
+            return cls(issuers, [_pair(w) for w in wallets], [_hex(s, 16) for s in serials])
         except (KeyError, AttributeError, TypeError) as e:
             raise ConfigError("bad policy: %r" % (e,))
 
 
 class WalletTable:
-    """Last counter and offline spend per wallet, in fixed pages of slots.
+    """Per wallet (issuer kid + wallet id): the newest credential seen, the last
+    counter and the offline spend since the last sync, in fixed pages of slots.
 
+    Keys are wallet_key() values: the first 24 bytes say which wallet, the last
+    12 which of its credentials (the slot keeps the newest one seen).
     Bounded by construction: when full, new wallets are declined (CAPACITY) until
     the terminal syncs, rather than growing the heap or forgetting a counter.
-    Pages of 1.5 KB rather than one block, so a fragmented heap can still hold it."""
+    Pages of 1.4 KB rather than one block, so a fragmented heap can still hold it."""
 
     def __init__(self, capacity=256):
         self.capacity = capacity
         self.pages = [bytearray(_PAGE * _SLOT) for _ in range((capacity + _PAGE - 1) // _PAGE)]
         self.count = 0
-        self._empty = bytes(16)  # an all-zero wallet id marks a free slot
+        self._empty = bytes(_ID)  # all zero marks a free slot (a wallet id is never zero)
 
-    def _find(self, wid):
+    def _find(self, key):
         # Open addressing; wallet ids are random (issuer-assigned), so their first
-        # bytes hash well. Returns (page, offset, found); page None when full.
+        # bytes hash well; the kid's are mixed in so that two issuers' equal ids
+        # land apart. Returns (page, offset, found); page None when full.
         cap = self.capacity
-        i = ((wid[0] << 16) | (wid[1] << 8) | wid[2]) % cap
+        i = (((key[8] ^ key[0]) << 16) | ((key[9] ^ key[1]) << 8) | (key[10] ^ key[2])) % cap
         pages = self.pages
+        ident = memoryview(key)[:_ID]
         for _ in range(cap):
             page = pages[i // _PAGE]
             o = (i % _PAGE) * _SLOT
-            mv = memoryview(page)[o:o + 16]
-            if mv == wid:
+            mv = memoryview(page)[o:o + _ID]
+            if mv == ident:
                 return page, o, True
             if mv == self._empty:
                 return page, o, False
@@ -118,33 +164,42 @@ class WalletTable:
                 i = 0
         return None, 0, False
 
-    def get(self, wid):
-        """(last counter, offline spend) or None for a wallet not seen since sync."""
-        b, o, found = self._find(wid)
+    def get(self, key):
+        """(last counter, offline spend, newest credential as not-before + serial)
+        or None for a wallet not seen since it was last forgotten."""
+        b, o, found = self._find(key)
         if not found:
             return None
-        return (int.from_bytes(b[o + 16:o + 20], "big"), int.from_bytes(b[o + 20:o + 24], "big"))
+        o += _KEY
+        return (int.from_bytes(b[o:o + 4], "big"), int.from_bytes(b[o + 4:o + 8], "big"),
+                bytes(b[o - _GEN:o]))
 
-    def has_room(self, wid):
-        b, o, found = self._find(wid)
+    def has_room(self, key):
+        b, o, found = self._find(key)
         return found or (b is not None and self.count < self.capacity - 1)
 
-    def put(self, wid, counter, spent):
-        b, o, found = self._find(wid)
+    def put(self, key, counter, spent):
+        """Store a wallet's counter and spend; its newest credential becomes the
+        key's if that is newer than the one stored."""
+        b, o, found = self._find(key)
         if not found:
             if b is None or self.count >= self.capacity - 1:
                 raise MemoryError("wallet table full")
             self.count += 1
-        b[o:o + 16] = wid
-        b[o + 16:o + 20] = counter.to_bytes(4, "big")
-        b[o + 20:o + 24] = min(spent, 0xFFFFFFFF).to_bytes(4, "big")
+            b[o:o + _KEY] = key
+        elif memoryview(key)[_ID:_KEY] > memoryview(b)[o + _ID:o + _KEY]:
+            b[o + _ID:o + _KEY] = memoryview(key)[_ID:_KEY]
+        o += _KEY
+        b[o:o + 4] = counter.to_bytes(4, "big")
+        b[o + 4:o + 8] = min(spent, 0xFFFFFFFF).to_bytes(4, "big")
 
     def reset_spend(self):
         """After a sync the acquirer has the records: offline spend starts again,
-        counters are kept so old authorizations still cannot be replayed."""
+        counters and newest credentials are kept so old authorizations and
+        superseded credentials still cannot be used."""
         for b in self.pages:
-            for o in range(0, len(b), _SLOT):
-                b[o + 20:o + 24] = b"\x00\x00\x00\x00"
+            for o in range(_KEY + 4, len(b), _SLOT):
+                b[o:o + 4] = b"\x00\x00\x00\x00"
 
 
 class Request:
@@ -242,7 +297,8 @@ class Verifier:
         if now > cred.not_after:
             return reason.EXPIRED
         p = self.policy
-        if cred.wallet_id in p.deny_wallets or (cred.issuer_kid + cred.serial) in p.deny_serials:
+        if (cred.issuer_kid + cred.wallet_id) in p.deny_wallets or \
+                (cred.issuer_kid + cred.serial) in p.deny_serials:
             return reason.DENY_LISTED
         if cred.currency != req.currency:
             return reason.CURRENCY
@@ -252,13 +308,19 @@ class Verifier:
             device_ok = verify(*device)
         if not device_ok:
             return reason.DEVICE_SIG
-        seen = self.table.get(cred.wallet_id)
+        key = wallet_key(cred)
+        seen = self.table.get(key)
         spent = 0
         if seen is not None:
+            # The issuer has re-issued this wallet's credential and the newer
+            # one has paid here: the older one may carry a limit, device key
+            # or validity the issuer has withdrawn (PROTOCOL.md section 6).
+            if memoryview(key)[_ID:] < seen[2]:
+                return reason.SUPERSEDED
             if counter <= seen[0]:
                 return reason.COUNTER_REPLAY
             spent = seen[1]
-        elif not self.table.has_room(cred.wallet_id):
+        elif not self.table.has_room(key):
             return reason.CAPACITY
         if spent + req.amount > cred.offline_limit:
             return reason.OVER_OFFLINE_LIMIT
@@ -281,6 +343,12 @@ class Verifier:
         return True
 
     def commit(self, wallet_id, counter, amount):
-        """Record an approved tap; call only once its record is durable."""
-        seen = self.table.get(wallet_id)
-        self.table.put(wallet_id, counter, (seen[1] if seen else 0) + amount)
+        """Record the tap check() just approved; call only once its record is
+        durable. The table key comes from that credential (issuer kid + wallet
+        id + its age); `wallet_id` must be its wallet id."""
+        cred = self.cred
+        if cred is None or wallet_id != cred.wallet_id:
+            raise ValueError("commit of a tap that was not just approved")
+        key = wallet_key(cred)
+        seen = self.table.get(key)
+        self.table.put(key, counter, (seen[1] if seen else 0) + amount)

@@ -28,13 +28,14 @@ READER = const(22)            # NFC reader failed and could not be recovered
 BAD_AMOUNT = const(23)        # charge amount or currency rejected before any tap
 CLOCK_UNSET = const(24)       # a terminal that has never had a trusted time takes no payment
 OFFLINE_TOO_LONG = const(25)  # no sync for longer than risk.max_offline_age_s
+SUPERSEDED = const(26)        # a newer credential of this wallet has paid here
 
 NAMES = (
     "APPROVED", "MALFORMED", "UNSUPPORTED", "ISSUER_UNKNOWN", "ISSUER_KEY_INVALID",
     "ISSUER_SIG", "NOT_YET_VALID", "EXPIRED", "DENY_LISTED", "CURRENCY",
     "OVER_TAP_LIMIT", "DEVICE_SIG", "COUNTER_REPLAY", "OVER_OFFLINE_LIMIT", "CAPACITY",
     "NO_WALLET", "WALLET_ERROR", "PROTOCOL", "CARD_REMOVED", "TIMEOUT", "STORAGE",
-    "CANCELLED", "READER", "BAD_AMOUNT", "CLOCK_UNSET", "OFFLINE_TOO_LONG",
+    "CANCELLED", "READER", "BAD_AMOUNT", "CLOCK_UNSET", "OFFLINE_TOO_LONG", "SUPERSEDED",
 )
 
 

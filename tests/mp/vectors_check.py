@@ -1,14 +1,20 @@
-# Checks the fixed-key protocol vectors byte for byte with the firmware's own code.
+# Checks protocol vectors byte for byte with the firmware's own code: the terminal
+# config, the APDUs the terminal builds and follows, the signed message, and the
+# decision. Input: the JSON layout of host_tools.vectors.to_json (tests/test_vectors.py
+# writes the vectors it parsed out of PROTOCOL.md in that layout).
+import hashlib
 import json
 import sys
 from pos import apdu, reason, rules, token
 
 
 def check(v):
+    cfg = v["config"]
     t = v["terminal"]
+    assert cfg["terminal_id"] == t["terminal_id"] and cfg["merchant_id"] == t["merchant_id"]
     buf = bytearray(96)
-    n, data = apdu.build_authorize(buf, bytes.fromhex(t["terminal_id"]), bytes.fromhex(t["merchant_id"]),
-                                   t["amount"], t["currency"], bytes.fromhex(t["un"]), t["time"], t["seq"])
+    n, data = apdu.build_authorize(buf, bytes.fromhex(cfg["terminal_id"]), cfg["merchant_id"].encode(),
+                                   t["amount"], cfg["currency"], bytes.fromhex(t["un"]), t["time"], t["seq"])
     ex = v["exchanges"]
     assert bytes(buf[:n]) == bytes.fromhex(ex[1]["command"]), "AUTHORIZE command differs"
     assert apdu.SELECT == bytes.fromhex(ex[0]["command"]), "SELECT differs"
@@ -24,17 +30,24 @@ def check(v):
     assert bytes(rdata) == bytes.fromhex(v["response_data"])
     cred = token.Credential(bytes.fromhex(v["credential"]))
     assert cred.signed_bytes() == bytes.fromhex(v["credential_signed_bytes"])
-    import hashlib
     h = hashlib.sha256(cred.raw).digest()
     assert h == bytes.fromhex(v["credential_hash"])
     msg = bytearray(token.MAX_SIGNED)
     m = token.signed_message(msg, data, v["counter"], token.ALG_ES256, h)
     assert bytes(msg[:m]) == bytes.fromhex(v["signed_message"]), "signed message differs"
-    ver = rules.Verifier(rules.Policy.from_config({"issuers": [v["issuer"]]}))
+    # The config as printed, parsed the way the terminal parses it at boot; a
+    # small wallet table: this heap also holds the firmware compiled from source.
+    ver = rules.Verifier(rules.Policy.from_config(cfg), rules.WalletTable(8))
     req = rules.Request()
-    req.amount, req.currency, req.time, req.data = t["amount"], t["currency"], t["time"], data
+    req.amount, req.currency, req.time, req.data = t["amount"], cfg["currency"], t["time"], data
     r = ver.check(req, rdata)
     assert reason.name(r) == v["expect"], reason.name(r)
+    # The same answer to another challenge must not pass.
+    other = bytearray(data)
+    other[bytes(data).index(b"\x26\x10") + 2] ^= 1
+    req.data = memoryview(other)
+    r = rules.Verifier(rules.Policy.from_config(cfg), rules.WalletTable(8)).check(req, rdata)
+    assert r == reason.DEVICE_SIG, reason.name(r)
     print("OK", v["name"])
 
 

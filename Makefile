@@ -9,9 +9,11 @@ export MICROPYTHON
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	# The project itself, editable (dependencies are the pins above): .venv/bin/offpay
+	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
 test: setup

@@ -1,8 +1,9 @@
-"""Technician CLI: `python -m host_tools <command> --help`.
+"""Technician CLI: `python -m host_tools <command> --help` (installed as `offpay`).
 
 Exit codes: 0 success, 1 the operation failed (a check did not pass), 2 usage error.
 """
 import argparse
+import os
 import sys
 
 
@@ -26,11 +27,11 @@ def _issuer(argv):
     return 0
 
 
-def _module(name):
+def _module(name, fn="main"):
     # Imported on use: `--help` of one command never pays for the others.
     def run(argv):
         import importlib
-        return importlib.import_module("host_tools." + name).main(argv)
+        return getattr(importlib.import_module("host_tools." + name), fn)(argv)
     return run
 
 
@@ -42,13 +43,19 @@ COMMANDS = {
     "provision": (_module("provision"), "check a config and put it on a terminal with mpremote"),
     "journal": (_module("journal_dump"), "read a flash image's payments and re-verify each one"),
     "issuer": (_issuer, "create an issuer key and print its terminal config entry"),
+    "receiver": (_module("receiver.cli", "receiver_main"), "run the acquirer's receiver (HTTPS, mutual TLS)"),
+    "ledger": (_module("receiver.cli", "ledger_main"), "print the receiver's stored payments, one JSON per line"),
+    "revoke": (_module("receiver.cli", "revoke_main"), "revoke a terminal or its certificate at the receiver"),
+    "terminals": (_module("receiver.cli", "terminals_main"), "print the terminals the receiver knows, JSON lines"),
+    "pki": (_module("pki"), "create the acquirer CA, server/terminal certificates, update key"),
 }
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: python -m host_tools <command> [--help]\n\ncommands:")
+        prog = "offpay" if os.path.basename(sys.argv[0]) == "offpay" else "python -m host_tools"
+        print("usage: %s <command> [--help]\n\ncommands:" % prog)
         for name, (_, text) in COMMANDS.items():
             print("  %-10s %s" % (name, text))
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -96,15 +96,16 @@ def run(workdir, out=print, heap=HEAP):
             t0 = time.monotonic()
             if name == "grace":
                 # frank's phone is still on the reader; he takes it away a moment later
-                # (grace can only reach the reader once he has)
+                # (grace can only reach the reader once he has, and the terminal
+                # takes her only once the field has been empty for a second)
                 threading.Timer(1.0, sim.remove_phone, (phones["frank"],)).start()
-                time.sleep(1.3)
+                time.sleep(2.3)
             sim.add_phone(phone)
             line = till.read()
             wall = (time.monotonic() - t0) * 1000
             if not left_on:
                 sim.remove_phone(phone)
-                time.sleep(0.25)  # the next customer steps up
+                time.sleep(1.2)  # the next customer steps up
             parts = line.split()
             result = " ".join(parts[2:4]) if parts[2] == "DECLINED" else parts[2]
             tap = emu.last_tap_ms()

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import tty
 from pathlib import Path
 
@@ -255,6 +256,19 @@ class Emulator:
     def set_link(self, up):
         """Take the terminal's Wi-Fi link down or bring it back."""
         self.wifi_file.write_text("up\n" if up else "down\n")
+
+    def wait_for(self, prefix, since=0, timeout=10.0):
+        """The first log line after line `since` that starts with `prefix`,
+        waiting for it up to `timeout` seconds; None if none came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines[since:]:
+                if line.startswith(prefix):
+                    return line
+            if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None
+                                               and not self._reader.is_alive()):
+                return None
+            time.sleep(0.01)
 
     def events(self, prefix="EVENT"):
         return [l for l in self.lines if l.startswith(prefix)]

@@ -3,6 +3,9 @@
 PN532 over HSU to the simulator (POS_PN532=host:port), littlefs and the raw
 journal partition on a file-backed NOR image (POS_FLASH), the till on a
 loopback TCP port (POS_TILL), Wi-Fi from a control file (POS_WIFI), feedback as EVENT lines on stdout.
+POS_FLASH_BLOCKS sizes the chip (the ESP32's 1 MiB journal: 320), POS_WDT_MS arms a
+watchdog (boards/unix/wdt.py); POS_FAULT_FEEDBACK and POS_JOURNAL_FAIL inject the
+faults their modules describe.
 """
 import os
 import time
@@ -12,6 +15,7 @@ import flash
 import tillport
 import wifi
 from sockuart import SockUART
+from wdt import WDT
 
 CONFIG = "/flash/config.json"
 
@@ -40,7 +44,8 @@ def wire():
     b.feedback = feedback.Feedback()
     b.till = tillport.TillPort()
     b.clock = time.time
-    b.wdt = None
+    wdt_ms = os.getenv("POS_WDT_MS")
+    b.wdt = WDT(int(wdt_ms)) if wdt_ms else None
     dev = flash.device
     # For the tap bench: time spent in this board's emulated UART and flash
     # (C and silicon on a device), then what a NOR chip would have done:

@@ -271,12 +271,21 @@ class Partition:
     the emulated chip's partition table, as esp32.Partition gives the ESP32
     firmware its "journal" partition."""
 
-    def __init__(self, dev, first, blocks):
+    def __init__(self, dev, first, blocks, fail=None):
         if first < 0 or blocks < 1 or first + blocks > dev.blocks:
             raise ValueError("partition outside the device")
         self.dev = dev
         self.first = first
         self.blocks = blocks
+        # Fault injection for the journal: "after:N" / "before:N" makes the
+        # N-th program of a record frame (magic 0xA5) raise OSError(EIO) after
+        # the data landed / without writing it (a chip that reports an error
+        # either way).
+        self._fail = None
+        if fail:
+            when, n = fail.split(":")
+            self._fail = (when == "after", int(n))
+        self._frames = 0
 
     def readblocks(self, block, buf, offset=0):
         self._check(block, offset, len(buf))
@@ -284,6 +293,12 @@ class Partition:
 
     def writeblocks(self, block, buf, offset=None):
         self._check(block, offset or 0, len(buf))
+        if self._fail is not None and offset is not None and len(buf) >= 12 and buf[0] == 0xA5:
+            self._frames += 1
+            if self._frames == self._fail[1]:
+                if self._fail[0]:
+                    self.dev.writeblocks(self.first + block, buf, offset)
+                raise OSError(5)
         self.dev.writeblocks(self.first + block, buf, offset)
 
     def _check(self, block, offset, n):
@@ -305,13 +320,16 @@ class Partition:
 FS_BLOCKS = const(64)
 
 
-def setup(image=None, mountpoint="/flash", blocks=_BLOCKS):
+def setup(image=None, mountpoint="/flash", blocks=None):
     """Board entry: image file (POS_FLASH if not given) -> device (cut
     settings from env) -> littlefs on its first FS_BLOCKS mounted at
     `mountpoint`. Returns the rest of the chip, the journal's partition, as
-    boards/esp32/flash.setup() does."""
+    boards/esp32/flash.setup() does. The chip has POS_FLASH_BLOCKS blocks
+    (default 256; 320 gives the journal the ESP32 partition's 1 MiB)."""
     global device
     image = image or os.getenv("POS_FLASH") or "flash.img"
+    if blocks is None:
+        blocks = int(os.getenv("POS_FLASH_BLOCKS") or _BLOCKS)
     device = from_env(image, blocks)
     mount(Partition(device, 0, FS_BLOCKS), mountpoint)
-    return Partition(device, FS_BLOCKS, blocks - FS_BLOCKS)
+    return Partition(device, FS_BLOCKS, blocks - FS_BLOCKS, os.getenv("POS_JOURNAL_FAIL"))

@@ -1,5 +1,5 @@
 # Terminal side of the wallet's APDU interface (ISO 7816-4): SELECT by AID,
-# AUTHORIZE, and response chaining with 61xx / GET RESPONSE. The transport is a
+# AUTHORIZE, and response chaining with 61xx / GET RESPONSE and 6Cxx. The transport is a
 # callable exchange(command) -> response-with-SW supplied by the NFC driver.
 
 from micropython import const
@@ -27,7 +27,10 @@ SW_INS = const(0x6D00)
 SW_CLA = const(0x6E00)
 SW_UNKNOWN = const(0x6F00)
 
-_MAX_ROUNDS = const(16)  # GET RESPONSE rounds: 16 * 256 bytes is above MAX_RESPONSE
+# PROTOCOL.md 5.3 (normative): at most 16 R-APDUs in one exchange (the first
+# answer and 15 follow-ups), each carrying at most 256 data bytes.
+_MAX_ROUNDS = const(16)
+_MAX_PART = const(256)
 
 SELECT = bytes((CLA_ISO, INS_SELECT, 0x04, 0x00, len(AID))) + AID + b"\x00"
 _SELECT_SPEC = ((0x01, 1, 8, True),)
@@ -71,40 +74,80 @@ def build_authorize(buf, terminal_id, merchant_id, amount, currency, un, ttime, 
 
 
 class Chained:
-    """Collects a chained response into a preallocated buffer."""
+    """Collects a chained response (ISO 7816-4: 61xx / GET RESPONSE, 6Cxx) into a
+    preallocated buffer. The rules live in one generator, _chain(); exchange()
+    drives it with a blocking transport, exchange_async() with an awaitable one."""
 
     def __init__(self, size=token.MAX_RESPONSE):
         self.buf = bytearray(size)
         self._get = bytearray(b"\x00\xC0\x00\x00\x00")
+        self._again = bytearray(262)  # a command repeated with a new Le (6Cxx)
 
-    def exchange(self, xfer, command):
-        """Send `command` via xfer(); follow 61xx with GET RESPONSE and honour 6Cxx.
+    def _with_le(self, cmd, le):
+        # ISO 7816-4: 6C xx asks for the same command again with Le = xx. Only a
+        # short case-2 (header + Le) or case-4 (header + Lc + data + Le) command
+        # has an Le to correct.
+        n = len(cmd)
+        if n < 5 or not (n == 5 or (n > 6 and n == 6 + cmd[4])):
+            raise APDUError("6Cxx to a command without Le")
+        a = self._again
+        if n > len(a):
+            raise APDUError("command too long to repeat")
+        a[:n] = cmd
+        a[n - 1] = le
+        return memoryview(a)[:n]
 
-        Returns (status word, data memoryview). Raises APDUError when the wallet
-        chains forever or sends more than the buffer holds."""
+    def _chain(self, command):
+        # Generator: yields each command to send and is sent its R-APDU; returns
+        # (status word, data memoryview). Raises APDUError on any violation.
         buf = self.buf
         cap = len(buf)
         n = 0
-        resp = xfer(command)
+        cmd = command
         for _ in range(_MAX_ROUNDS):
-            sw = sw_of(resp)
+            resp = yield cmd
             k = len(resp) - 2
+            if k < 0:
+                raise APDUError("response shorter than a status word")
+            if k > _MAX_PART:
+                raise APDUError("response part over 256 bytes")
+            sw1 = resp[k]
+            sw2 = resp[k + 1]
+            if sw1 == 0x6C:
+                if k:
+                    raise APDUError("6Cxx with data")
+                cmd = self._with_le(cmd, sw2)
+                continue
             if k:
                 if n + k > cap:
                     raise APDUError("response too long")
                 buf[n:n + k] = memoryview(resp)[:k]
                 n += k
-            sw1 = sw >> 8
             if sw1 == 0x61:
-                self._get[4] = sw & 0xFF
-                resp = xfer(self._get)
-            elif sw1 == 0x6C and not k:
-                # Wrong Le: ISO 7816-4 says repeat the command with Le = SW2.
-                if len(command) < 5:
-                    raise APDUError("6Cxx to a command without Le")
-                command = bytearray(command)
-                command[len(command) - 1] = sw & 0xFF
-                resp = xfer(command)
-            else:
-                return sw, memoryview(buf)[:n]
-        raise APDUError("too many response rounds")
+                self._get[4] = sw2  # 61 00: 256 or more remain, ask for 256
+                cmd = self._get
+                continue
+            return (sw1 << 8) | sw2, memoryview(buf)[:n]
+        raise APDUError("more than 16 response rounds")
+
+    def exchange(self, xfer, command):
+        """Send `command` via xfer(command) -> R-APDU, following the chaining
+        rules. Returns (status word, data memoryview)."""
+        g = self._chain(command)
+        cmd = next(g)
+        try:
+            while True:
+                cmd = g.send(xfer(cmd))
+        except StopIteration as e:
+            return e.value
+
+    async def exchange_async(self, xfer, command):
+        """exchange() with `await xfer(command)`: the event loop keeps running
+        while the phone computes its answer."""
+        g = self._chain(command)
+        cmd = next(g)
+        try:
+            while True:
+                cmd = g.send(await xfer(cmd))
+        except StopIteration as e:
+            return e.value

@@ -4,6 +4,7 @@
 #   idle -> charge -> field on, poll -> SELECT -> AUTHORIZE -> verify -> persist
 #        -> approved/declined feedback -> wait for the phone to leave -> idle
 
+from micropython import const
 import asyncio
 import gc
 import os
@@ -13,35 +14,62 @@ import time
 # The 16 KB P-256 G table at boot, not at the first tap: that tap should neither
 # pay for the import nor look for 4 KB blocks in a heap the imports fragmented.
 from pos import p256_gtab  # noqa: F401
-from pos import apdu, reason, rules, sig, till, tlv, token
+from pos import apdu, reason, record, rules, sig, till, tlv, token
+from pos.outcomes import Outcomes
 from pos.pn532 import PN532Error
-from pos.terminal import RECORD_MAX, Terminal, decode_record
+from pos.seqno import Sequence
+from pos.terminal import Terminal
+
+_FEED_MS = const(1000)
 
 
-def restore(verifier, journal):
+def _slow_summary(payload):
+    # The whole-credential path, for a record summary() does not recognise.
+    req, resp, ref, _ = record.decode(payload)
+    f = tlv.decode(resp, token.RESPONSE_SPEC, [None] * len(token.RESPONSE_SPEC))
+    q = tlv.decode(req, token.REQUEST_SPEC, [None] * len(token.REQUEST_SPEC))
+    c = token.Credential(f[0])
+    return (c.issuer_kid, c.wallet_id, c.serial, c.not_before, tlv.uint(f[1]),
+            tlv.uint(q[3]), tlv.uint(q[6]), ref)
+
+
+def restore(verifier, journal, outcomes=None, tick=None):
     """Rebuild each wallet's last counter and offline spend from the journal, so a
-    reboot (or a power cut) cannot reopen a replay window or reset a limit."""
-    f = [None] * len(token.RESPONSE_SPEC)
-    q = [None] * len(token.REQUEST_SPEC)
+    reboot (or a power cut) cannot reopen a replay window or reset a limit; and
+    the index of approved references (pos.outcomes). `tick` is called every few
+    records (the watchdog). Returns (records restored, newest terminal time)."""
+    f = [None] * 4
     synced = journal.cursor()
+    table = verifier.table
     n = 0
+    newest = 0
     for rid, payload in journal.records():
+        if tick is not None and not n & 15:
+            tick()
         try:
-            req, resp, _ = decode_record(payload)
-            tlv.decode(resp, token.RESPONSE_SPEC, f)
-            tlv.decode(req, token.REQUEST_SPEC, q)
-            wid = rules.wallet_key(token.Credential(f[0]))  # issuer kid + wallet id + credential age
+            try:
+                kid, wid, serial, nb, counter, amount, t, ref = record.summary(payload, f)
+            except tlv.TLVError:
+                kid, wid, serial, nb, counter, amount, t, ref = _slow_summary(payload)
         except tlv.TLVError:
-            continue  # the journal's CRC passed, so this is a newer layout: skip
-        counter = tlv.uint(f[1])
-        seen = verifier.table.get(wid)
+            # The journal's CRC passed, so this is not ours to read: keep the
+            # reference index in journal order and go on.
+            if outcomes is not None:
+                outcomes.add(b"")
+            continue
+        if outcomes is not None:
+            outcomes.add(ref)
+        key = rules.key_of(kid, wid, nb, serial)
+        seen = table.get(key)
         spent = seen[1] if seen else 0
         if rid > synced:
-            spent += tlv.uint(q[3])
+            spent += amount
         last = seen[0] if seen else 0
-        verifier.table.put(wid, counter if counter > last else last, spent)
+        table.put(key, counter if counter > last else last, spent)
+        if t > newest:
+            newest = t
         n += 1
-    return n
+    return n, newest
 
 
 def load_config(path):
@@ -67,12 +95,14 @@ def load_config(path):
 
 
 class TillSession:
-    """One till connection: commands in, results out; a charge runs as a task so
-    STATUS and CANCEL are answered while the terminal waits for a phone."""
+    """One till connection: commands in, results out. A charge runs as a task,
+    so STATUS, QUERY and CANCEL are answered while the terminal waits for a
+    phone. Every accepted CHARGE gets exactly one RESULT line; a result that
+    cannot be delivered stays answerable by QUERY."""
 
     def __init__(self, term, reader, writer):
         self.term, self.reader, self.writer = term, reader, writer
-        self.ref = None
+        self.charging = False  # this session started the charge in progress
         self._buf = bytearray(till.MAX_LINE + 1)
 
     async def send(self, line):
@@ -80,54 +110,108 @@ class TillSession:
         await self.writer.drain()
 
     async def serve(self):
+        try:
+            await self._serve()
+        except OSError as e:  # the link broke under a read or a write
+            self.term.log("TILL link lost: %s" % (e,))
+        finally:
+            if self.charging:
+                # The till went away: its charge must not take a phone for
+                # nobody. If AUTHORIZE is already out the payment may still be
+                # stored; QUERY tells a till that comes back.
+                self.term.cancel()
+
+    async def _serve(self):
+        term = self.term
         while True:
             try:
                 line = await till.read_line(self.reader, till.MAX_LINE, self._buf)
                 if line is None:
-                    self.term.cancel()  # the till went away: do not take a tap for nobody
                     return
                 cmd = till.parse(line)
             except till.TillError as e:
                 await self.send(till.error(e.reason))
                 continue
-            if cmd[0] == till.CHARGE:
-                if self.term.state != "idle":
+            op = cmd[0]
+            if op == till.CHARGE:
+                ref = cmd[3]
+                if term.state != "idle":
                     await self.send(till.error("busy"))
                     continue
-                self.term.state = "charging"
-                self.ref = cmd[3]
-                asyncio.create_task(self._charge(cmd[1], cmd[2], cmd[3]))
-            elif cmd[0] == till.STATUS:
-                st, pending, up = self.term.status()
+                rid = term.outcomes.approved(ref)
+                if rid is not None:
+                    # Paid already under this reference: answer that, charge nobody.
+                    await self.send(till.approved(ref, rid))
+                    continue
+                term.state = "charging"  # claimed now: a second CHARGE is busy
+                self.charging = True
+                asyncio.create_task(self._charge(cmd[1], cmd[2], ref))
+            elif op == till.STATUS:
+                st, pending, up = term.status()
                 await self.send(till.status(st, pending, up))
-            elif not self.term.cancel():
-                await self.send(till.error("nothing-to-cancel"))
+            elif op == till.QUERY:
+                await self.send(_outcome(cmd[1], term.outcomes.query(cmd[1])))
+            else:
+                ref = term.outcomes.current
+                r = term.cancel()
+                if r is None or ref is None:
+                    await self.send(till.error("nothing-to-cancel"))
+                elif r:
+                    await self.send(till.cancelled(ref))
+                else:
+                    await self.send(till.error("too-late"))
 
     async def _charge(self, amount, currency, ref):
         term = self.term
         t0 = time.ticks_ms()
+        code, rid = await term.charge(amount, currency, ref)
+        self.charging = False
         try:
-            code, rid = await term.charge(amount, currency, ref)
-        except Exception as e:  # noqa: never leave the till waiting; say why
-            term.log("ERROR charge failed: %r" % (e,))
-            sys.print_exception(e)
-            term.state = "idle"
-            code, rid = reason.READER, None
-        tm = term.timing
-        term.log("TAP %s ref=%s ms=%d %s" % (
-            reason.name(code), ref.decode(), time.ticks_diff(time.ticks_ms(), t0),
-            " ".join("%s=%s" % (k, tm[k]) for k in sorted(tm))))
+            tm = term.timing
+            term.log("TAP %s ref=%s ms=%d %s" % (
+                reason.name(code), ref.decode(), time.ticks_diff(time.ticks_ms(), t0),
+                " ".join("%s=%s" % (k, tm[k]) for k in sorted(tm))))
+        except Exception:  # noqa: the log is not the answer
+            pass
         term.timing = {}
+        line = till.approved(ref, rid) if code == reason.APPROVED else \
+            till.declined(ref, reason.name(code))
         try:
-            if code == reason.CANCELLED:
-                await self.send(till.cancelled(ref))
-            elif code == reason.APPROVED:
-                await self.send(till.approved(ref, rid))
-            else:
-                await self.send(till.declined(ref, reason.name(code), rid))
-        except OSError as e:
-            term.log("TILL result not delivered: %s" % (e,))
-        term.idle_work()  # the result is out: now this costs nobody time
+            await self.send(line)
+        except Exception as e:  # noqa: OSError and a closed stream alike
+            term.log("TILL result not delivered (%s): QUERY %s answers it" % (e, ref.decode()))
+        try:
+            term.idle_work()  # the result is out: now this costs nobody time
+        except Exception as e:  # noqa: idle work only saves time later
+            term.log("ERROR idle work: %r" % (e,))
+
+
+def _outcome(ref, q):
+    if q is None:
+        return till.outcome(ref, "UNKNOWN")
+    if q[0] == "in-progress":
+        return till.outcome(ref, "IN-PROGRESS")
+    if q[0] == "approved":
+        return till.outcome(ref, "APPROVED", q[1])
+    return till.outcome(ref, "DECLINED", reason.name(q[1]))
+
+
+async def _feed(wdt):
+    # The watchdog is fed by its own task: it runs as long as the event loop
+    # does, through taps and uploads, and stops (so the chip resets) if the
+    # loop is ever held.
+    while True:
+        wdt.feed()
+        await asyncio.sleep_ms(_FEED_MS)
+
+
+def _show(feedback, led, text, log):
+    # Boot-time feedback: a broken display must not stop the terminal.
+    try:
+        feedback.led(led)
+        feedback.show(text)
+    except Exception as e:  # noqa: any driver fault
+        log("FEEDBACK failed: %r" % (e,))
 
 
 async def run(wire, log=print):
@@ -138,7 +222,7 @@ async def run(wire, log=print):
     table = rules.WalletTable(256)
     from pos import p256
     p256.reserve()  # the wallets' key tables, 16 KB, before anything else fragments the heap
-    bufs = (apdu.Chained(), bytearray(RECORD_MAX))
+    bufs = (apdu.Chained(), bytearray(record.MAX))
     try:
         board = wire() if callable(wire) else wire
     except OSError as e:
@@ -146,22 +230,24 @@ async def run(wire, log=print):
         # no payment (there is no feedback device to show it on yet).
         log("BOARD %s" % (e,))
         return 5
+    wdt = getattr(board, "wdt", None)
+    tick = wdt.feed if wdt is not None else None
     journal = Journal(board.journal_dev)
     try:
         cfg = load_config(board.config_path)
         policy = rules.Policy.from_config(cfg)
     except rules.ConfigError as e:
         log("CONFIG %s" % (e,))
-        board.feedback.led("red")
-        board.feedback.show("NOT PROVISIONED")
+        _show(board.feedback, "red", "NOT PROVISIONED", log)
         return 2
     gc.collect()
     try:
-        report = journal.open()
+        # A full journal takes a while to scan and replay on the device: the
+        # watchdog is fed all along (it started with the board).
+        report = journal.open(tick)
     except JournalError as e:
         log("JOURNAL %s" % (e,))
-        board.feedback.led("red")
-        board.feedback.show("STORAGE FAULT")
+        _show(board.feedback, "red", "STORAGE FAULT", log)
         return 4
     for where, good, dropped, why in report:
         log("JOURNAL dropped %d bytes of %s after offset %d: %s" % (dropped, where, good, why))
@@ -172,8 +258,12 @@ async def run(wire, log=print):
     verifier = rules.Verifier(policy, table)
     for iss in policy.issuers.values():
         if iss.alg == token.ALG_ES256:
+            if tick:
+                tick()
             sig.warm("ES256", iss.key, True)  # every first-seen wallet's credential: verify it warm
-    n = restore(verifier, journal)
+    outcomes = Outcomes(journal)
+    n, _newest = restore(verifier, journal, outcomes, tick)
+    seq = Sequence(board.config_path.rsplit("/", 1)[0] + "/seq", journal.next_rid())
     nfc = board.nfc
     baud = getattr(board, "nfc_baud", None)
     for attempt in range(3):
@@ -184,15 +274,19 @@ async def run(wire, log=print):
             break
         except PN532Error as e:
             log("READER start failed (%s), retrying" % (e,))
+            if tick:
+                tick()
             await asyncio.sleep_ms(200)
     else:
-        board.feedback.led("red")
-        board.feedback.show("READER FAULT")
+        _show(board.feedback, "red", "READER FAULT", log)
         return 3
-    term = Terminal(nfc, journal, verifier, cfg, board.feedback, board.clock, log, bufs)
+    term = Terminal(nfc, journal, verifier, cfg, board.feedback, board.clock, log, bufs,
+                    seq, outcomes)
     term.link_up = board.wifi.isconnected
     term.nfc_baud = baud
     term.probe = getattr(board, "probe", None)
+    if wdt is not None:
+        asyncio.create_task(_feed(wdt))
     board.wifi.active(True)
     board.wifi.connect()  # returns at once; the station keeps trying in the background
 
@@ -200,17 +294,16 @@ async def run(wire, log=print):
         await TillSession(term, reader, writer).serve()
 
     await board.till.start(handler)
-    board.feedback.led("off")
-    board.feedback.show("READY")
+    _show(board.feedback, "off", "READY", log)
     gc.collect()
     log("READY terminal=%s pn532=%d.%d records=%d pending=%d heap_free=%d" % (
         cfg["terminal_id"], fw[1], fw[2], n, journal.pending(), gc.mem_free()))
-    wdt = getattr(board, "wdt", None)
     while True:
-        if wdt:
-            wdt.feed()
         if term.state == "idle":
-            term.idle_work()
+            try:
+                term.idle_work()
+            except Exception as e:  # noqa: idle work only saves time later
+                log("ERROR idle work: %r" % (e,))
         await asyncio.sleep_ms(1000)
 
 

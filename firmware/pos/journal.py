@@ -66,7 +66,7 @@ try:
 except ImportError:  # build without MICROPY_PY_BINASCII_CRC32
     _crc32 = None
 
-MAX_RECORD = const(1536)  # the app's records reach 1400 bytes (app.RECORD_MAX)
+MAX_RECORD = const(1536)  # the app's records reach 1400 bytes (pos.record.MAX)
 HEADER = const(12)
 BLOCK_HEADER = const(16)
 
@@ -196,7 +196,7 @@ class Journal:
 
     # -- open / recovery ------------------------------------------------------
 
-    def open(self):
+    def open(self, tick=None):
         """Scan and recover.  Returns (and keeps in .report) a list of
         (place, offset, bytes dropped, reason) for everything discarded; an
         empty list means the journal was clean."""
@@ -219,6 +219,8 @@ class Journal:
         order = []
         bad = []
         for i in range(ring):
+            if tick is not None and not i & 15:
+                tick()  # e.g. the watchdog: a full partition takes a while
             self._read(i, 0, self._hmv)
             if hdr[0:4] == _BMAGIC and struct.unpack_from("<I", hdr, 12)[0] == crc32(self._hmv[:12]):
                 seq, base = struct.unpack_from("<II", hdr, 4)
@@ -242,6 +244,8 @@ class Journal:
         self._head = -1
         self._sealed = False
         for i in order:
+            if tick is not None:
+                tick()
             prev, tail = self._scan(i, prev)
             if self._base[i] > nxt:
                 nxt = self._base[i]
@@ -443,19 +447,42 @@ class Journal:
         try:
             self._program(i, off, self._bmv[:frame])
         except OSError as e:
-            # What is on flash now is unknown: append elsewhere from now on,
-            # and never reuse an id that may have landed.
+            # The chip said no, but the frame may have landed anyway: settle
+            # it by reading it back, never by guessing. A frame that reads
+            # back whole is the record (a reboot would find it too); anything
+            # else is not, and the block takes no more frames.
             self._sealed = True
             self._next = rid + frame // HEADER + 1
-            raise JournalIOError("append", _errno(e))
+            if not self._landed(i, off, frame):
+                raise JournalIOError("append", _errno(e))
         self._used[i] = off + frame
         if not self._count[i]:
             self._first[i] = rid
         self._last[i] = rid
         self._count[i] += 1
-        self._next = rid + 1
+        if self._next <= rid:
+            self._next = rid + 1
         self._pending += 1
         return rid
+
+    def _landed(self, i, off, frame):
+        # True when the frame in self._buf[:frame] is on flash at (i, off).
+        # The buffer still holds it; compare a chunk at a time.
+        c = self._chk
+        done = 0
+        try:
+            while done < frame:
+                m = frame - done
+                if m > _CHUNK:
+                    m = _CHUNK
+                mv = memoryview(c)[:m]
+                self._read(i, off + done, mv)
+                if mv != self._bmv[done:done + m]:
+                    return False
+                done += m
+        except JournalIOError:
+            return False
+        return True
 
     # -- reading --------------------------------------------------------------
 
@@ -465,21 +492,9 @@ class Journal:
         size.  The caller may append, mark_uploaded or prepare while
         iterating; records appended meanwhile may or may not be yielded."""
         self._check()
-        ring = self.ring
-        start = -1
-        for i in range(ring):
-            if self._seq[i] and (start < 0 or self._seq[i] < self._seq[start]):
-                start = i
-        if start < 0:
-            return
-        prev_seq = 0
         last = from_rid - 1
-        for k in range(ring):
-            i = (start + k) % ring
+        for i in self._order():
             seq = self._seq[i]
-            if seq <= prev_seq:
-                continue
-            prev_seq = seq
             if not self._count[i] or self._last[i] <= last:
                 continue
             off = BLOCK_HEADER
@@ -497,6 +512,51 @@ class Journal:
                     last = rid
                     yield item
                 off += HEADER + n
+
+    def count(self):
+        """Records in the journal (uploaded ones included until erased)."""
+        return sum(self._count)
+
+    def nth(self, k):
+        """(rid, bytes) of the k-th record in journal order (0: the oldest), or
+        None. Reads at most one block's frame headers."""
+        self._check()
+        if k < 0:
+            return None
+        for i in self._order():
+            c = self._count[i]
+            if k >= c:
+                k -= c
+                continue
+            off = BLOCK_HEADER
+            while off < self._used[i]:
+                r = self._frame(i, off, 0, _REC)
+                if not isinstance(r, tuple):
+                    return None
+                if not k:
+                    if self._body(i, off, r[1]) is not None:
+                        return None
+                    return r[0], bytes(self._bmv[HEADER:HEADER + r[1]])
+                k -= 1
+                off += HEADER + r[1]
+            return None
+        return None
+
+    def _order(self):
+        # Record blocks, oldest first.
+        ring = self.ring
+        start = -1
+        for i in range(ring):
+            if self._seq[i] and (start < 0 or self._seq[i] < self._seq[start]):
+                start = i
+        if start < 0:
+            return
+        prev = 0
+        for k in range(ring):
+            i = (start + k) % ring
+            if self._seq[i] > prev:
+                prev = self._seq[i]
+                yield i
 
     # -- upload cursor ----------------------------------------------------------
 

@@ -43,7 +43,7 @@ Public API (PN532):
     wakeup()
     target                                      the active Target or None
     firmware                                    (ic, ver, rev, support) after begin()
-    async variants: poll_async, apdu_async, present_async (same arguments)
+    async variants: poll_async, apdu_async, present_async, release_async, recover_async
 
 Module level: encode(buf, cmd, params=b"", data=b"") -> n; decode(buf, n) -> (kind, off, len)
 with kind ACK / NACK / DATA (raises FrameError).
@@ -478,14 +478,17 @@ class PN532:
         self._sleep(1)  # the chip needs a moment before it listens at the new rate
         self._t.set_baudrate(baud)
 
-    def sam_configuration(self, mode=1, timeout=0x14, irq=1):
+    def _sam_g(self, mode=1, timeout=0x14, irq=1):
         p = self._p
         p[0] = mode
         p[1] = timeout
         p[2] = irq
-        self._run(self._call(_CMD_SAMCONFIG, p))
+        yield from self._call(_CMD_SAMCONFIG, p)
 
-    def _rfconfig(self, item, a, b=-1, c=-1):
+    def sam_configuration(self, mode=1, timeout=0x14, irq=1):
+        self._run(self._sam_g(mode, timeout, irq))
+
+    def _rfconfig_g(self, item, a, b=-1, c=-1):
         p = self._p
         p[0] = a
         n = 1
@@ -495,7 +498,10 @@ class PN532:
         if c >= 0:
             p[2] = c
             n = 3
-        self._run(self._call(_CMD_RFCONFIG, bytes((item,)), memoryview(p)[0:n]))
+        yield from self._call(_CMD_RFCONFIG, bytes((item,)), memoryview(p)[0:n])
+
+    def _rfconfig(self, item, a, b=-1, c=-1):
+        self._run(self._rfconfig_g(item, a, b, c))
 
     def rf_field(self, on):
         self._rfconfig(0x01, 0x01 if on else 0x00)
@@ -509,10 +515,15 @@ class PN532:
         self._rfconfig(0x05, atr, psl, passive)
         self._passive = passive
 
+    def _configure_g(self):
+        # SAM normal mode, the RF timeouts and retries that rf_timeouts() and
+        # set_retries() default to.
+        yield from self._sam_g()
+        yield from self._rfconfig_g(0x02, 0x00, 0x0B, 0x0A)
+        yield from self._rfconfig_g(0x05, 0xFF, 0x01, self._passive)
+
     def _configure(self):
-        self.sam_configuration()
-        self.rf_timeouts()
-        self.set_retries(passive=self._passive)
+        self._run(self._configure_g())
 
     def begin(self, passive_retries=0xFF):
         self.target = None
@@ -595,14 +606,20 @@ class PN532:
     async def apdu_async(self, capdu, timeout_ms=None):
         return await self._arun(self._apdu_g(capdu, timeout_ms))
 
-    def release(self):
+    def _release_g(self):
         tgt = self.target
         self.target = None
         p = memoryview(self._p)[0:1]
         p[0] = tgt.tg if tgt else 0
-        ln = self._run(self._call(_CMD_INRELEASE, p))
+        ln = yield from self._call(_CMD_INRELEASE, p)
         # a failed release of a target that is gone anyway is not an error
         return ln >= 1 and (self._rx[2] & 0x3F) == 0
+
+    def release(self):
+        return self._run(self._release_g())
+
+    async def release_async(self):
+        return await self._arun(self._release_g())
 
     def _present_g(self, timeout_ms):
         if self.target is not None:
@@ -627,8 +644,7 @@ class PN532:
     async def present_async(self, timeout_ms=50):
         return await self._arun(self._present_g(timeout_ms))
 
-    def recover(self):
-        """Wake-up + ACK (abort) + drain + SAM/RF configuration; up to 3 attempts."""
+    def _recover_g(self):
         self.target = None
         t = self._t
         err = None
@@ -637,13 +653,22 @@ class PN532:
                 t.reset()
                 self.wakeup()
                 t.write(_ACK_FRAME)
-                self._sleep(_SETTLE_MS)
+                c = time.ticks_us()
+                yield _SETTLE_MS
+                self.idle_us += time.ticks_diff(time.ticks_us(), c)
                 t.drain()
-                self._configure()
+                yield from self._configure_g()
                 return True
             except PN532Error as e:
                 err = e
         raise err
+
+    def recover(self):
+        """Wake-up + ACK (abort) + drain + SAM/RF configuration; up to 3 attempts."""
+        return self._run(self._recover_g())
+
+    async def recover_async(self):
+        return await self._arun(self._recover_g())
 
     def power_down(self, wake=None):
         p = self._p

@@ -1,9 +1,11 @@
 # Taking one payment: poll -> SELECT -> AUTHORIZE -> verify -> persist, with the
-# reader's failures, a phone that moves away, and a phone left on the reader.
+# reader's failures, a phone that moves away, a phone left on the reader, a
+# slow or relayed phone, and a till that cancels.
 #
-# The NFC driver's calls are short and bounded by their own timeouts, so the loop
-# stays responsive to the till (CANCEL, STATUS) between them. A payment is
-# approved only after journal.append() has returned: the record is on flash.
+# Every wait on the reader is awaited (pos.pn532's *_async), so the loop keeps
+# answering the till (STATUS, CANCEL) and feeding the watchdog during a tap. A
+# payment is approved only after journal.append() has returned: the record is
+# on flash, and from then on the answer is APPROVED whatever fails afterwards.
 
 import asyncio
 import gc
@@ -12,26 +14,38 @@ import time
 
 from micropython import const
 
-from pos import apdu, reason, rules, till, tlv, token
+from pos import apdu, reason, record, rules, tlv, token
 from pos.journal import JournalError
-from pos.pn532 import PN532Error, TargetLost
+from pos.outcomes import Outcomes
+from pos.pn532 import PN532Error, PN532Timeout, TargetLost
+from pos.seqno import SeqError
 
 _POLL_MS = const(60)           # one InListPassiveTarget attempt
 _CHARGE_TIMEOUT_MS = const(30000)
+# The AUTHORIZE exchange, command to last part, must finish within this: the
+# phone signs inside it (TEE-backed keys take tens of ms, StrongBox-class
+# secure elements a few hundred), and a relay to a phone far away needs more.
+_RELAY_MS = const(600)
+_SELECT_MS = const(1000)
+# A new tap is taken only once the field has stayed empty this long: a phone
+# resting on the reader drops out of the field for 100-150 ms now and then,
+# and a customer who lifts the phone away to pay again takes longer than this.
+_REMOVAL_MS = const(1000)
+_PRESENCE_MS = const(50)
+_MAX_ATTEMPTS = const(3)       # failed exchanges (no decision) per charge
+_RETRY_PAUSE_MS = const(400)   # time to present the phone again
 _MAX_READER_FAILURES = const(3)
 _MAX_AMOUNT = const(0x7FFFFFFF)
-_T_REQUEST = const(0x41)
-_T_RESPONSE = const(0x42)
-_T_REFERENCE = const(0x43)
-RECORD_MAX = const(1400)
-_RECORD_SPEC = ((_T_REQUEST, 1, token.MAX_REQUEST, True),
-                (_T_RESPONSE, 1, token.MAX_RESPONSE, True),
-                (_T_REFERENCE, 0, till.MAX_REF, True))
+RECORD_MAX = record.MAX
+
+
+class _RelayTimeout(Exception):
+    pass
 
 
 class Terminal:
     def __init__(self, nfc, journal, verifier, cfg, feedback, clock=time.time, log=print,
-                 bufs=None):
+                 bufs=None, seq=None, outcomes=None):
         self.nfc = nfc
         self.journal = journal
         self.verifier = verifier
@@ -39,17 +53,23 @@ class Terminal:
         self.merchant_id = cfg["merchant_id"].encode()
         self.currency = cfg["currency"]
         self.charge_timeout = cfg.get("charge_timeout_ms", _CHARGE_TIMEOUT_MS)
+        self.relay_ms = cfg.get("relay_ms", _RELAY_MS)
+        self.removal_ms = cfg.get("removal_ms", _REMOVAL_MS)
         self.feedback = feedback
         self.clock = clock
         self.log = log
         self.state = "idle"
         self.link_up = None  # callable -> bool, set by main()
-        self.seq = journal.next_rid()
+        self.seq = seq  # pos.seqno.Sequence: never reused, also across reboots
+        self.outcomes = outcomes or Outcomes(journal)
         self._cmd = bytearray(96)
         self._chained, self._rec = bufs or (apdu.Chained(), bytearray(RECORD_MAX))
         self._req = rules.Request()
         self._cancel = False
+        self._committed = False   # AUTHORIZE sent: CANCEL can no longer stop it
+        self._rid = None          # record id once this charge's payment is durable
         self._field_busy = False  # a phone from the last tap may still be there
+        self._t_auth = 0
         self._to_warm = None  # credential of a wallet that just paid, for idle_work()
         self.timing = {}
         self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
@@ -61,37 +81,67 @@ class Terminal:
     # -- the till's view --------------------------------------------------------
 
     def cancel(self):
+        """The till's CANCEL. None: no charge in progress; True: honoured (no
+        AUTHORIZE will be sent for this charge); False: too late, AUTHORIZE is
+        out and the real result follows. Either way the charge takes no
+        further attempt."""
         if self.state == "idle":
-            return False
+            return None
         self._cancel = True
-        return True
+        return not self._committed
 
     def status(self):
         up = self.link_up() if self.link_up else False
         return self.state, self.journal.pending(), up
 
+    def _say(self, led, beep, text):
+        # The display, LED and buzzer only tell; none of their failures may
+        # change what the till hears.
+        fb = self.feedback
+        try:
+            if led:
+                fb.led(led)
+            if beep:
+                fb.beep(beep)
+            if text is not None:
+                fb.show(text)
+        except Exception as e:  # noqa: any driver fault, OSError or a bug alike
+            try:
+                self.log("FEEDBACK failed: %r" % (e,))
+            except Exception:  # noqa: nothing left to tell it on
+                pass
+
     async def charge(self, amount, currency, ref):
-        """Take one payment. Returns (reason code, record id or None)."""
+        """Take one payment. Returns (reason code, record id or None). Never
+        raises once a record is durable: the answer is then APPROVED."""
         if not 0 < amount <= _MAX_AMOUNT or currency != self.currency:
             self.state = "idle"
+            self.outcomes.end(ref, reason.BAD_AMOUNT, None)
             return reason.BAD_AMOUNT, None
         self._cancel = False
+        self._committed = False
+        self._rid = None
         self.state = "charging"
-        gc.collect()  # now, before the customer taps, not in the middle of a verify
-        self.feedback.show("PAY %d.%02d" % (amount // 100, amount % 100))
-        self.feedback.led("blue")
+        self.outcomes.begin(ref)
         try:
+            gc.collect()  # now, before the customer taps, not in the middle of a verify
+            self._say("blue", None, "PAY %d.%02d" % (amount // 100, amount % 100))
             code, rid = await self._take(amount, currency, ref)
+        except Exception as e:  # noqa: a bug must not lose a stored payment's answer
+            try:
+                self.log("ERROR charge failed: %r" % (e,))
+            except Exception:  # noqa
+                pass
+            code, rid = (reason.APPROVED, self._rid) if self._rid is not None \
+                else (reason.READER, None)
         finally:
             self.state = "idle"
+            self._committed = False
+        self.outcomes.end(ref, code, rid)
         if code == reason.APPROVED:
-            self.feedback.led("green")
-            self.feedback.beep("ok")
-            self.feedback.show("APPROVED")
+            self._say("green", "ok", "APPROVED")
         else:
-            self.feedback.led("red")
-            self.feedback.beep("error")
-            self.feedback.show("DECLINED " + reason.name(code))
+            self._say("red", "error", "DECLINED " + reason.name(code))
         return code, rid
 
     def idle_work(self):
@@ -105,6 +155,11 @@ class Terminal:
             self.journal.prepare()
         except (JournalError, OSError) as e:
             self.log("STORAGE prepare failed: %s" % (e,))
+        self.outcomes.trim(self.journal.count())
+        try:
+            self.seq.idle()
+        except SeqError as e:
+            self.log("STORAGE %s" % (e,))
         cred = self._to_warm
         self._to_warm = None
         if cred is None:
@@ -137,29 +192,38 @@ class Terminal:
             if any(d):
                 tm[name + "_flash"] = "/".join(str(x) for x in d)
 
+    def _left(self, start):
+        return self.charge_timeout - time.ticks_diff(time.ticks_ms(), start)
+
     async def _take(self, amount, currency, ref):
         nfc = self.nfc
         start = time.ticks_ms()
         failures = 0
+        attempts = 0
         while True:
             if self._cancel:
                 return reason.CANCELLED, None
-            if time.ticks_diff(time.ticks_ms(), start) > self.charge_timeout:
+            left = self._left(start)
+            if left <= 0:
                 return reason.TIMEOUT, None
             if self._field_busy:
                 # Never charge a phone that was left on the reader after the last
                 # tap: the removal watcher must see the field empty first.
-                self.state = "waiting for removal"
+                if self.state != "waiting for removal":
+                    self.state = "waiting for removal"
+                    self._say(None, None, "REMOVE PHONE")
                 await asyncio.sleep_ms(20)
                 continue
+            if self.state == "waiting for removal":
+                self._say(None, None, "PAY %d.%02d" % (amount // 100, amount % 100))
             self.state = "charging"
             m = self._mark()
             try:
-                target = await nfc.poll_async(_POLL_MS)
+                target = await nfc.poll_async(_POLL_MS if left > _POLL_MS else left)
             except PN532Error as e:
                 failures += 1
                 self.log("READER poll failed (%s), recovering" % (e,))
-                if not self._recover() and failures >= _MAX_READER_FAILURES:
+                if not await self._recover() and failures >= _MAX_READER_FAILURES:
                     return reason.READER, None
                 await asyncio.sleep_ms(50)
                 continue
@@ -171,51 +235,88 @@ class Terminal:
             self._field_busy = True
             code, rid = reason.READER, None
             try:
-                code, rid = self._tap(amount, currency, ref)
+                code, rid = await self._tap(amount, currency, ref, start)
             finally:
-                self._release()
+                await self._release()
                 retry = code == reason.CARD_REMOVED or code == reason.PROTOCOL
-                if not retry:
-                    # A decision (or a bug) happened: this phone must leave first.
+                attempts += retry
+                if not retry or attempts >= _MAX_ATTEMPTS or self._cancel:
+                    # A decision (or a bug, or the last attempt): this phone
+                    # must leave the field before the next charge can start.
                     asyncio.create_task(self._watch_removal())
-            if retry:
-                # The exchange broke before any decision: nothing was charged, so
-                # the same phone may simply be presented again.
-                self.log("TAP %s, present the phone again" % reason.name(code))
-                self.feedback.show("TAP AGAIN")
-                self.feedback.beep("retry")
-                self._field_busy = False
-                continue
-            # The phone may stay on the reader: the result goes out now, and the
-            # next charge first waits for the field to clear (see above).
-            return code, rid
+            if not retry:
+                return code, rid
+            if attempts >= _MAX_ATTEMPTS:
+                return code, None
+            if self._cancel:
+                return reason.CANCELLED, None
+            # The exchange broke before any decision: nothing was charged, so
+            # the same phone may be presented again, after a pause (a wallet
+            # that keeps failing must not be asked to sign in a tight loop).
+            self.log("TAP %s, present the phone again" % reason.name(code))
+            self._say(None, "retry", "TAP AGAIN")
+            self._field_busy = False
+            self._committed = False
+            await asyncio.sleep_ms(_RETRY_PAUSE_MS)
 
-    def _tap(self, amount, currency, ref):
+    async def _xfer_auth(self, cmd):
+        # One command of the AUTHORIZE exchange, within the relay bound.
+        left = self.relay_ms - time.ticks_diff(time.ticks_ms(), self._t_auth)
+        if left <= 0:
+            raise _RelayTimeout()
+        try:
+            return await self.nfc.apdu_async(cmd, left)
+        except PN532Timeout:
+            raise _RelayTimeout()
+
+    async def _tap(self, amount, currency, ref, start):
         nfc = self.nfc
         tm = self.timing
         try:
             m = self._mark()
-            sw = apdu.parse_select(nfc.apdu(apdu.SELECT))
+            left = self._left(start)
+            sw = apdu.parse_select(await nfc.apdu_async(
+                apdu.SELECT, _SELECT_MS if left > _SELECT_MS else max(left, 1)))
             self._phase("select", m)
             if sw is not None:
                 return reason.NO_WALLET, None
-            self.seq += 1
+            # The last moment a CANCEL (or the charge's deadline) can stop this
+            # charge: nothing between here and the AUTHORIZE waits.
+            if self._cancel:
+                return reason.CANCELLED, None
+            if self._left(start) <= 0:
+                return reason.TIMEOUT, None
+            try:
+                seq = self.seq.next()
+            except SeqError as e:
+                self.log("STORAGE %s" % (e,))
+                return reason.STORAGE, None
             now = int(self.clock())
             n, data = apdu.build_authorize(self._cmd, self.terminal_id, self.merchant_id, amount,
-                                           currency, os.urandom(token.UN_LEN), now, self.seq)
+                                           currency, os.urandom(token.UN_LEN), now, seq)
+            self._committed = True
+            self.state = "authorizing"
             m = self._mark()
-            sw, resp = self._chained.exchange(nfc.apdu, memoryview(self._cmd)[:n])
+            self._t_auth = time.ticks_ms()
+            sw, resp = await self._chained.exchange_async(self._xfer_auth,
+                                                          memoryview(self._cmd)[:n])
             self._phase("authorize", m)
+        except _RelayTimeout:
+            self.log("TAP AUTHORIZE not answered within %d ms" % self.relay_ms)
+            await self._recover()
+            return reason.TIMEOUT, None
         except TargetLost:
             return reason.CARD_REMOVED, None
         except PN532Error as e:
             self.log("READER exchange failed: %s" % (e,))
-            self._recover()
+            await self._recover()
             return reason.CARD_REMOVED, None
-        except (apdu.APDUError, tlv.TLVError):
+        except (apdu.APDUError, tlv.TLVError) as e:
+            self.log("TAP PROTOCOL %s" % (e,))
             return reason.PROTOCOL, None
         if sw != apdu.SW_OK:
             return reason.WALLET_ERROR, None
+        self.state = "deciding"
         req = self._req
         req.amount, req.currency, req.time, req.data = amount, currency, now, data
         m = self._mark()
@@ -234,50 +335,58 @@ class Terminal:
             return code, None
         m = self._mark()
         try:
-            rid = self._persist(data, resp, ref)
+            n = record.encode(self._rec, data, resp, ref, self.journal.cursor())
+            rid = self.journal.append(memoryview(self._rec)[:n])
         except (JournalError, OSError, tlv.TLVError) as e:
             self.log("STORAGE %s" % (e,))
             return reason.STORAGE, None
+        # Durable: from here on the answer is APPROVED, whatever fails.
+        self._rid = rid
+        self.outcomes.add(ref)
         self._phase("persist", m)
         cred = self.verifier.cred
         self.verifier.commit(cred.wallet_id, self.verifier.counter, amount)
         self._to_warm = cred
         return reason.APPROVED, rid
 
-    def _persist(self, data, resp, ref):
-        buf = self._rec
-        pos = tlv.put(buf, 0, _T_REQUEST, data)
-        if pos + len(resp) + len(ref) + 8 > len(buf):
-            raise tlv.TLVError("record too large")
-        pos = tlv.put(buf, pos, _T_RESPONSE, resp)
-        pos = tlv.put(buf, pos, _T_REFERENCE, ref)
-        return self.journal.append(memoryview(buf)[:pos])
-
     async def _watch_removal(self):
         # The only user of the reader while a phone may still be in the field.
-        while self._field_busy:
+        # Done only when the field has stayed empty for removal_ms: a phone
+        # that drops out for a moment and comes back is still the last payer.
+        empty_since = None
+        t0 = time.ticks_ms()
+        while True:
             try:
-                if not await self.nfc.present_async():
-                    self._field_busy = False
-                    return
+                present = await self.nfc.present_async(_PRESENCE_MS)
             except PN532Error:
-                self._recover()
-            await asyncio.sleep_ms(50)
+                present = True  # unknown is not empty
+                await self._recover()
+            now = time.ticks_ms()
+            if present:
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif time.ticks_diff(now, empty_since) >= self.removal_ms:
+                self._field_busy = False
+                self.log("FIELD clear after %d ms" % time.ticks_diff(now, t0))
+                return
+            await asyncio.sleep_ms(20)
 
-    def _release(self):
+    async def _release(self):
         try:
-            self.nfc.release()
+            await self.nfc.release_async()
         except PN532Error:
-            self._recover()
+            await self._recover()
 
-    def _recover(self):
+    async def _recover(self):
         try:
-            self.nfc.recover()
+            await self.nfc.recover_async()
             return True
         except PN532Error as e:
             self.log("READER recovery failed: %s" % (e,))
         if self.nfc_baud:
             # A reader that was power-cycled talks 115200 again: meet it there.
+            # (Rare, and bounded by the driver's timeouts: done blocking.)
             try:
                 self.nfc.transport.set_baudrate(115200)
                 self.nfc.begin()
@@ -287,9 +396,3 @@ class Terminal:
             except (PN532Error, ValueError) as e:
                 self.log("READER restart failed: %s" % (e,))
         return False
-
-
-def decode_record(payload):
-    """(request data, response data, reference) views of a journal payload."""
-    f = tlv.decode(payload, _RECORD_SPEC, [None] * 3)
-    return f[0], f[1], f[2]

@@ -13,22 +13,25 @@ Till -> terminal:
         reference  1..MAX_REF of A-Z a-z 0-9 - _ . / :   (echoed back)
     STATUS
     CANCEL
+    QUERY <reference>
 
 Terminal -> till:
     RESULT <reference> APPROVED <record-id>
     RESULT <reference> DECLINED <REASON> [<record-id>]
     STATUS <state> <pending-uploads> up|down
     CANCELLED <reference>
+    OUTCOME <reference> APPROVED <record-id> | DECLINED <REASON> | IN-PROGRESS | UNKNOWN
     ERR <reason>
 
 parse() turns one line into a tuple:
     ("CHARGE", amount:int, currency:int, reference:bytes)
     ("STATUS",)
     ("CANCEL",)
+    ("QUERY", reference:bytes)
 or raises TillError whose .reason is the token to send back as "ERR <reason>":
     line-too-long empty-line bad-char unknown-command bad-args bad-amount
     bad-currency bad-reference
-(The app adds its own: busy, nothing-to-cancel.)
+(The app adds its own: busy, nothing-to-cancel, too-late.)
 
 read_line() is the only I/O here: it reads from an asyncio stream one byte
 at a time into a fixed buffer, so a till that never sends LF costs nothing
@@ -45,6 +48,7 @@ _MAX_TOKEN = const(24)
 CHARGE = "CHARGE"
 STATUS = "STATUS"
 CANCEL = "CANCEL"
+QUERY = "QUERY"
 
 _REF_PUNCT = b"-_./:"
 
@@ -109,6 +113,12 @@ def parse(line):
         if len(f) != 1:
             raise TillError("bad-args")
         return (CANCEL,)
+    if cmd == b"QUERY":
+        if len(f) != 2:
+            raise TillError("bad-args")
+        if not _ref_ok(f[1]):
+            raise TillError("bad-reference")
+        return (QUERY, f[1])
     raise TillError("unknown-command")
 
 
@@ -162,6 +172,19 @@ def status(state, pending, link_up):
 
 def cancelled(ref):
     return b"CANCELLED " + _ref(ref) + b"\n"
+
+
+def outcome(ref, what, detail=None):
+    """what: "APPROVED" (detail: record id), "DECLINED" (detail: reason name),
+    "IN-PROGRESS" or "UNKNOWN"."""
+    line = b"OUTCOME " + _ref(ref) + b" " + _b(what)
+    if what == "APPROVED":
+        line += b" " + _rid(detail)
+    elif what == "DECLINED":
+        line += b" " + _token(detail)
+    elif what not in ("IN-PROGRESS", "UNKNOWN"):
+        raise ValueError("bad outcome")
+    return line + b"\n"
 
 
 def error(reason):

@@ -11,6 +11,7 @@ import hashlib
 import time
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI, Request
@@ -95,6 +96,8 @@ class Receiver:
             cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             cn = cns[0].value if len(cns) == 1 else ""
             tid = bytes.fromhex(cn) if isinstance(cn, str) and len(cn) == 16 else b""
+        except InvalidSignature:
+            return Refused(403, "unknown-terminal", "client certificate not issued by the terminal CA")
         except (ValueError, TypeError) as e:
             return Refused(403, "unknown-terminal", "client certificate: %s" % (e,))
         if len(tid) != 8:

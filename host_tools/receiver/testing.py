@@ -273,3 +273,82 @@ class TerminalSim:
     def acknowledge(self, ack):
         self.cursor = max(self.cursor, ack)
 
+
+
+def asgi_with_client_cert(app, cert_pem):
+    """The ASGI app as a TLS server hands it a connection authenticated by
+    `cert_pem` (str or bytes; None: no client certificate): for in-process
+    tests and the bench, which run the app without a TLS server."""
+    if isinstance(cert_pem, bytes):
+        cert_pem = cert_pem.decode()
+    tls = {"server_cert": None, "client_cert_chain": [cert_pem] if cert_pem else [],
+           "client_cert_name": None, "client_cert_error": None, "tls_version": 0x0303, "cipher_suite": None}
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] == "http":
+            scope.setdefault("extensions", {})["tls"] = tls
+        await app(scope, receive, send)
+    return wrapped
+
+
+class AsgiResponse:
+    def __init__(self, status_code, headers, content):
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    @property
+    def text(self):
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
+class AsgiClient:
+    """Calls an ASGI app in process, as an HTTP/1.1 server would hand it one
+    request: no sockets, no client library (tests and the bench). A body given
+    as a list of chunks is sent without Content-Length, as a chunked one is."""
+
+    def __init__(self, app):
+        import asyncio
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+
+    def close(self):
+        self.loop.close()
+
+    def request(self, method, path, content=b"", headers=()):
+        return self.loop.run_until_complete(self._request(method, path, content, dict(headers)))
+
+    def post(self, path, content=b"", headers=()):
+        return self.request("POST", path, content, headers)
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    async def _request(self, method, path, content, headers):
+        chunks = [content] if isinstance(content, (bytes, bytearray)) else list(content)
+        hdrs = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        if isinstance(content, (bytes, bytearray)):
+            hdrs.append((b"content-length", str(len(content)).encode()))
+        else:
+            hdrs.append((b"transfer-encoding", b"chunked"))
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": method, "scheme": "https", "path": path, "raw_path": path.encode(),
+                 "query_string": b"", "root_path": "", "headers": hdrs,
+                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 443), "state": {}}
+        messages = [{"type": "http.request", "body": bytes(c), "more_body": i < len(chunks) - 1}
+                    for i, c in enumerate(chunks)]
+        out = {"status": None, "headers": [], "body": []}
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            return {"type": "http.disconnect"}
+
+        async def send(m):
+            if m["type"] == "http.response.start":
+                out["status"], out["headers"] = m["status"], m.get("headers", [])
+            elif m["type"] == "http.response.body":
+                out["body"].append(m.get("body", b""))
+        await self.app(scope, receive, send)
+        return AsgiResponse(out["status"], out["headers"], b"".join(out["body"]))

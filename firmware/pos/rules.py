@@ -60,7 +60,13 @@ def wallet_key(cred):
     """The wallet table's key for a credential: issuer kid + wallet id (which
     wallet) + not-before + serial (which of its credentials; compared as bytes,
     that is by not-before, then serial)."""
-    return cred.issuer_kid + cred.wallet_id + cred.not_before.to_bytes(4, "big") + cred.serial
+    return key_of(cred.issuer_kid, cred.wallet_id, cred.not_before, cred.serial)
+
+
+def key_of(kid, wallet_id, not_before, serial):
+    """wallet_key() from the fields themselves (boot replays the journal
+    without parsing whole credentials)."""
+    return bytes(kid) + bytes(wallet_id) + not_before.to_bytes(4, "big") + bytes(serial)
 
 
 def _pair(e):

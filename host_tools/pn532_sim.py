@@ -168,6 +168,10 @@ class PN532Sim:
             self.ins_names.update(ins_names)
         self.rng = random.Random(seed)
         self.lock = threading.RLock()
+        # Notified whenever the simulator has handled bytes or a timer: tests
+        # wait on it (wait_until) instead of sleeping against this thread.
+        self._changed = threading.Condition(self.lock)
+        self.commands_seen = collections.Counter()  # PN532 command code -> count
         self.log = collections.deque(maxlen=log_max)
         self.errors = []  # exceptions raised by phones
         self.stats = collections.Counter()
@@ -520,6 +524,21 @@ class PN532Sim:
             self._partial_t = time.monotonic()
             self._process(out, delayed)
         self._flush(delayed)
+        with self.lock:
+            self._changed.notify_all()  # after the answer is out: a waiter sees it sent
+
+    def wait_until(self, pred, timeout=10.0):
+        """Block until pred() (called under the simulator's lock) is true; returns
+        its last value (falsy on timeout). E.g. wait_until(lambda:
+        sim.commands_seen[0x4A] > n) waits for the terminal's next poll."""
+        end = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                v = pred()
+                left = end - time.monotonic()
+                if v or left <= 0:
+                    return v
+                self._changed.wait(min(left, 0.1))
 
     def tick(self):
         """Timers: stale partial frames are dropped; a pending poll completes when a phone appears."""
@@ -536,6 +555,9 @@ class PN532Sim:
                 payload, rec = self._inlist(maxtg, clen)
                 self._respond(out, 0x4A, payload, rec, delayed)
         self._flush(delayed)
+        if delayed:
+            with self.lock:
+                self._changed.notify_all()
 
     def _flush(self, delayed):
         for out, data, wait_us in delayed:
@@ -669,6 +691,7 @@ class PN532Sim:
             self._send(out, ERROR_FRAME, delayed)
             return
         cmd, p = body[1], body[2:]
+        self.commands_seen[cmd] += 1
         self._pending = None
         uart = self._uart_us(nbytes + len(ACK))
         try:

@@ -123,7 +123,7 @@ def test_host_ack_aborts_pending_poll(sim, raw):
     assert raw.recv(6) == ACK
     assert raw.quiet(0.1)  # pending: MaxRetries 0xFF and no phone
     raw.send(ACK)
-    time.sleep(0.05)
+    assert sim.wait_until(lambda: sim.stats["host_acks"] >= 1)  # the abort is processed
     sim.add_phone(EchoPhone())
     assert raw.quiet(0.1) and sim.stats["aborted"] == 1
 
@@ -360,11 +360,17 @@ def adafruit_check(uart, sim):
     pn = PN532_UART(uart, debug=False)  # wakes it and sends SAMConfiguration
     assert pn.firmware_version == (0x32, 0x01, 0x06, 0x07)
     assert pn.read_passive_target(timeout=0.2) is None
+    tx = sim.stats["tx_bytes"]
     sim.add_phone(EchoPhone(uid=b"\x08\xde\xad\x01"))
     # Adafruit does not abort the timed-out InListPassiveTarget, so (as on a real PN532) it
-    # completes now that a phone is there; let that late frame arrive before the next
-    # command's reset_input_buffer() drops it
-    time.sleep(0.1)
+    # completes now that a phone is there; wait until that late frame has arrived, so
+    # that the next command's reset_input_buffer() drops it
+    assert sim.wait_until(lambda: sim.stats["activations"] >= 1)
+    late = sim.stats["tx_bytes"] - tx
+    end = time.monotonic() + 5
+    while uart.in_waiting < late and time.monotonic() < end:
+        time.sleep(0.001)
+    assert uart.in_waiting >= late > 0
     assert bytes(pn.read_passive_target(timeout=1.0)) == b"\x08\xde\xad\x01"
     # a 7-byte UID card too
     sim.clear()

@@ -51,8 +51,10 @@ def test_till_commands_and_errors(tmp_path, issuer):
         assert till.call("CHARGE 12x 978 R1") == "ERR bad-amount"
         assert till.call("CANCEL") == "ERR nothing-to-cancel"
         assert till.call("CHARGE 100 840 R2") == "RESULT R2 DECLINED BAD_AMOUNT"
+        sim, polls = emu.sim, emu.sim.commands_seen[0x4A]
         till.send("CHARGE 100 978 R3")
-        time.sleep(0.3)
+        # Not a sleep: the terminal's first InListPassiveTarget says it is charging.
+        assert sim.wait_until(lambda: sim.commands_seen[0x4A] > polls), emu.lines[-10:]
         assert till.call("STATUS").startswith("STATUS charging")
         assert till.call("CHARGE 100 978 R4") == "ERR busy"
         assert till.call("CANCEL") == "CANCELLED R3"

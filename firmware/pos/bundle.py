@@ -1,0 +1,183 @@
+# The acquirer's signed update bundle (docs/upload.md section 4): deny list,
+# issuer keys, risk parameters and the acquirer's time, checked, kept on
+# flash and handed to the app.
+#
+# Order of checks: the signature over the exact bytes received comes first
+# (pinned update key, pos.sig), and only signed bytes are parsed; then the
+# terminal id, the nonce of this exchange, the version. Anything wrong refuses
+# the whole bundle and the terminal keeps the one it had.
+#
+# On flash: one file, the 64-byte signature then the bundle text, written to a
+# temp name and renamed over the old one (littlefs renames atomically), in
+# slices with a yield between, so no single step holds the event loop for more
+# than about one flash block erase. At boot the file is verified again: the
+# signature is the only proof that the content came from the acquirer.
+
+import asyncio
+import json
+import os
+
+from micropython import const
+
+from pos import sig
+
+DOMAIN = b"OFFPAY-BUNDLE-V1\x00"
+MAX_TEXT = const(16384)  # the whole response is at most 16 KB (docs/upload.md section 3)
+_SIG = const(64)
+_SLICE = const(1024)
+_MAX_DENY = const(1024)
+_MAX_ISSUERS = const(16)
+_U32_MAX = const(0xFFFFFFFF)
+_NAME = "bundle.bin"
+
+
+class BundleError(ValueError):
+    # args[0]: "signature", "terminal", "nonce", "version" or "malformed"
+    pass
+
+
+class Bundle:
+    """A verified bundle. deny: list of (issuer kid 8 bytes, wallet id 16
+    bytes); issuers: list of config-style dicts (the complete set); risk: a
+    dict of ints; time: the acquirer's time (u32 seconds)."""
+
+    def __init__(self, version, time, deny, issuers, risk, text, signature):
+        self.version = version
+        self.time = time
+        self.deny = deny
+        self.issuers = issuers
+        self.risk = risk
+        self.text = text
+        self.sig = signature
+
+
+def _hex(s, n):
+    if not isinstance(s, str) or len(s) != 2 * n:
+        raise BundleError("malformed")
+    try:
+        return bytes.fromhex(s)
+    except ValueError:
+        raise BundleError("malformed")
+
+
+def _u32(v):
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _U32_MAX:
+        raise BundleError("malformed")
+    return v
+
+
+def parse(text, signature):
+    """Shape of a bundle text (bytes) already verified: a Bundle, or
+    BundleError("malformed")."""
+    try:
+        d = json.loads(text)
+    except ValueError:
+        raise BundleError("malformed")
+    # Every field is required: "issuers" is the complete set, so a bundle
+    # that merely lacked it would retire every key.
+    if not isinstance(d, dict) or d.get("v") != 1:
+        raise BundleError("malformed")
+    for k in ("version", "time", "terminal_id", "nonce", "deny", "issuers", "risk"):
+        if k not in d:
+            raise BundleError("malformed")
+    deny = d["deny"]
+    issuers = d["issuers"]
+    risk = d["risk"]
+    if not isinstance(deny, list) or len(deny) > _MAX_DENY or not isinstance(issuers, list) \
+            or len(issuers) > _MAX_ISSUERS or not isinstance(risk, dict):
+        raise BundleError("malformed")
+    pairs = []
+    for e in deny:
+        if not isinstance(e, list) or len(e) != 2:
+            raise BundleError("malformed")
+        pairs.append((_hex(e[0], 8), _hex(e[1], 16)))
+    for i in issuers:
+        if not isinstance(i, dict):
+            raise BundleError("malformed")
+    for k in risk:
+        _u32(risk[k])
+    b = Bundle(_u32(d["version"]), _u32(d["time"]), pairs, issuers, risk, text, signature)
+    b.terminal_id = d["terminal_id"]
+    b.nonce = d["nonce"]
+    return b
+
+
+class Store:
+    """The bundle the terminal holds, in `directory` (on littlefs).
+
+    validate: optional callable(bundle) that raises ValueError for content
+    the app cannot apply (e.g. an issuer entry rules.py refuses); such a
+    bundle is refused as malformed before anything is stored."""
+
+    def __init__(self, directory, update_key, terminal_id, validate=None, log=print):
+        self._path = directory + "/" + _NAME
+        self._tmp = self._path + ".tmp"
+        self.key = update_key
+        self.terminal_id = terminal_id.lower()
+        self.validate = validate
+        self.log = log
+        self.held = None
+
+    @property
+    def version(self):
+        return self.held.version if self.held else 0
+
+    def check(self, text, signature, nonce=None):
+        """A Bundle from a received text (bytes) and signature (64 bytes),
+        checked against the pinned key, this terminal, the exchange's nonce
+        (16 bytes; None at boot) and the held version. BundleError if not."""
+        if not isinstance(text, (bytes, bytearray)) or len(text) > MAX_TEXT:
+            raise BundleError("malformed")
+        if not sig.verify("ES256", self.key, DOMAIN + text, signature):
+            raise BundleError("signature")
+        b = parse(bytes(text), bytes(signature))
+        if not isinstance(b.terminal_id, str) or b.terminal_id.lower() != self.terminal_id:
+            raise BundleError("terminal")
+        if nonce is not None and (not isinstance(b.nonce, str) or b.nonce.lower() != nonce.hex()):
+            raise BundleError("nonce")
+        if b.version < self.version:
+            raise BundleError("version")
+        if self.validate is not None:
+            try:
+                self.validate(b)
+            except ValueError as e:
+                self.log("BUNDLE content refused: %s" % (e,))
+                raise BundleError("malformed")
+        return b
+
+    def is_new(self, b):
+        """True when b's content replaces the held one (a bundle with the
+        held version updates only the time)."""
+        return self.held is None or b.version > self.held.version
+
+    def load(self):
+        """The stored bundle, verified again, or None (missing, or refused:
+        logged). Call at boot."""
+        try:
+            n = os.stat(self._path)[6]
+            if not _SIG < n <= _SIG + MAX_TEXT:
+                raise BundleError("malformed")
+            with open(self._path, "rb") as f:
+                s = f.read(_SIG)
+                text = f.read(n - _SIG)
+            self.held = self.check(text, s)
+        except OSError:
+            return None  # never received one
+        except BundleError as e:
+            self.log("BUNDLE stored copy refused (%s): ignored" % (e.args[0],))
+            self.held = None
+        return self.held
+
+    async def save(self, b):
+        """Store b atomically and hold it. OSError if the flash fails (the
+        old file is then still the one on flash)."""
+        mv = memoryview(b.text)
+        with open(self._tmp, "wb") as f:
+            f.write(b.sig)
+            off = 0
+            while off < len(mv):
+                f.write(mv[off:off + _SLICE])
+                off += _SLICE
+                await asyncio.sleep_ms(0)
+        os.rename(self._tmp, self._path)
+        self.held = b

@@ -1,0 +1,573 @@
+# Store-and-forward upload (docs/upload.md): an asyncio task that sends the
+# journal's unacknowledged records to the acquirer's receiver over mutual TLS,
+# trims the journal to the receiver's ack, and takes the signed update bundle
+# and the acquirer's time from the same response.
+#
+# It never delays a tap:
+#   * it starts an exchange only when the link is up and the terminal is idle,
+#     and gives up the exchange (closing the connection, freeing TLS memory)
+#     at its next step once the terminal is no longer idle; the records stay
+#     unacknowledged and go in a later exchange;
+#   * the batch is read from the journal synchronously, between awaits (the
+#     journal is not re-entrant and the charge path appends to it), into one
+#     preallocated buffer that later takes the response too;
+#   * every call into mbedTLS runs at most one handshake step: the raw socket
+#     is wrapped (_Paced) so that after each read or write it says "not yet"
+#     once, and mbedTLS returns to the event loop between messages instead of
+#     running the whole handshake's public-key work in one call.
+#
+# Every network step has a timeout (connect, TLS handshake, each write and
+# read wait, the whole exchange); failures back off exponentially with
+# jitter. The ack trims the journal only up to the end of the batch sent,
+# never below the cursor.
+#
+# Uses asyncio.core._io_queue (as asyncio's own Stream does) to wait for a
+# socket in the direction TLS needs, with the memoryviews this module owns:
+# Stream.write/drain would copy each chunk and cannot be stopped between
+# handshake steps.
+
+import asyncio
+import binascii
+import errno
+import gc
+import io
+import json
+import os
+import select
+import socket
+import ssl
+import struct
+import time
+
+from micropython import const
+
+from pos import http
+from pos.bundle import BundleError
+from pos.journal import JournalError
+
+_MAGIC = b"OPU1"
+_HEAD = const(30)            # magic, nonce, bundle version, after, count
+_MAX_COUNT = const(64)
+_MAX_PAYLOAD = const(1536)
+RESPONSE_MAX = const(16384)  # docs/upload.md section 3
+_CHUNK = const(4096)         # one TLS record (mbedTLS OUT_CONTENT_LEN)
+_POLLIN = const(1)
+_POLLOUT = const(4)
+_EINVAL = const(22)
+_IOCTL_POLL = const(3)
+_IOCTL_CLOSE = const(4)
+_IOCTL_FILENO = const(10)
+_EPOCH_DAYS = const(719468)  # days from 0000-03-01 to 1970-01-01
+
+
+class UplinkError(Exception):
+    # args[0]: a short token for the log and status
+    pass
+
+
+class Yielded(Exception):
+    # The terminal stopped being idle mid-exchange: not a failure.
+    pass
+
+
+def pem_der(pem):
+    """The DER bytes of the first PEM block in `pem` (str or bytes).
+    MicroPython's ssl takes DER reliably; PEM needs a NUL terminator that a
+    bytes object does not promise."""
+    if isinstance(pem, str):
+        pem = pem.encode()
+    if not isinstance(pem, (bytes, bytearray)):
+        raise UplinkError("pem")
+    a = pem.find(b"-----BEGIN ")
+    a = pem.find(b"-----", a + 11) if a >= 0 else -1
+    b = pem.find(b"-----END ", a + 5) if a >= 0 else -1
+    if b < 0:
+        raise UplinkError("pem")
+    try:
+        return binascii.a2b_base64(pem[a + 5:b].replace(b"\r", b"").replace(b"\n", b""))
+    except ValueError:
+        raise UplinkError("pem")
+
+
+def _days(y, m, d):
+    # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    # days_from_civil): time.mktime counts from 2000 on the ESP32 port.
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - _EPOCH_DAYS
+
+
+def _tl(der, i):
+    # (tag, content start, content end) of the DER element at i.
+    tag = der[i]
+    n = der[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 1 <= k <= 3:
+            raise ValueError
+        n = int.from_bytes(der[i:i + k], "big")
+        i += k
+    if i + n > len(der):
+        raise ValueError
+    return tag, i, i + n
+
+
+def not_before(der):
+    """A DER certificate's notBefore as unix seconds, 0 if it does not parse."""
+    try:
+        _, i, _ = _tl(der, 0)            # Certificate
+        _, i, _ = _tl(der, i)            # tbsCertificate
+        tag, s, e = _tl(der, i)
+        if tag == 0xA0:                  # [0] version
+            i = e
+        for _ in range(3):               # serialNumber, signature, issuer
+            i = _tl(der, i)[2]
+        _, i, _ = _tl(der, i)            # validity
+        tag, s, e = _tl(der, i)
+        t = bytes(der[s:e])
+        if tag == 0x17 and e - s == 13:      # UTCTime YYMMDDHHMMSSZ
+            y = int(t[0:2])
+            y += 2000 if y < 50 else 1900
+            t = t[2:]
+        elif tag == 0x18 and e - s == 15:    # GeneralizedTime YYYYMMDDHHMMSSZ
+            y = int(t[0:4])
+            t = t[4:]
+        else:
+            return 0
+        return (_days(y, int(t[0:2]), int(t[2:4])) * 86400 + int(t[4:6]) * 3600
+                + int(t[6:8]) * 60 + int(t[8:10]))
+    except (ValueError, IndexError):
+        return 0
+
+
+def parse_url(url):
+    """(host, port, path) of an https:// URL."""
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise UplinkError("url")
+    rest = url[8:]
+    k = rest.find("/")
+    hostport, path = (rest, "/") if k < 0 else (rest[:k], rest[k:])
+    port = 443
+    if hostport.startswith("["):           # [v6]:port
+        k = hostport.find("]")
+        host, tail = hostport[1:k], hostport[k + 1:]
+        if tail:
+            if not tail.startswith(":"):
+                raise UplinkError("url")
+            port = tail[1:]
+    else:
+        host, _, p = hostport.partition(":")
+        if p:
+            port = p
+    try:
+        port = int(port)
+    except ValueError:
+        raise UplinkError("url")
+    if not host or not 0 < port < 65536:
+        raise UplinkError("url")
+    return host, port, path
+
+
+def _ip_literal(host):
+    return host.replace(".", "").isdigit() or ":" in host
+
+
+class _Paced(io.IOBase):
+    """The raw socket as mbedTLS sees it: after each successful read or write
+    the next one answers "would block" once, so every call into the TLS
+    library returns after one handshake message and the event loop runs in
+    between. `need` is the direction the last "would block" was about."""
+
+    def __init__(self, s):
+        self.s = s
+        self.need = _POLLOUT
+        self._hold_r = False
+        self._hold_w = False
+        self._poll = select.poll()
+        self._poll.register(s, _POLLIN | _POLLOUT)
+
+    def readinto(self, b):
+        if self._hold_r:
+            self._hold_r = False
+            self.need = _POLLIN
+            return None
+        try:
+            n = self.s.readinto(b)
+        except OSError as e:
+            if e.args[0] == errno.EAGAIN:
+                self.need = _POLLIN
+                return None
+            return -e.args[0]
+        if n is None:
+            self.need = _POLLIN
+            return None
+        self._hold_r = True
+        return n
+
+    def write(self, b):
+        if self._hold_w:
+            self._hold_w = False
+            self.need = _POLLOUT
+            return None
+        try:
+            n = self.s.write(b)
+        except OSError as e:
+            if e.args[0] == errno.EAGAIN:
+                self.need = _POLLOUT
+                return None
+            return -e.args[0]
+        if n is None:
+            self.need = _POLLOUT
+            return None
+        self._hold_w = True
+        return n
+
+    def setblocking(self, flag):
+        pass  # the raw socket stays non-blocking
+
+    def ioctl(self, req, arg):
+        if req == _IOCTL_POLL:
+            for _, ev in self._poll.ipoll(0):
+                return ev & (arg | 0x38)  # plus ERR, HUP, NVAL
+            return 0
+        if req == _IOCTL_FILENO:
+            f = getattr(self.s, "fileno", None)
+            return f() if f else -_EINVAL  # unix: poll the fd; esp32: poll via ioctl
+        if req == _IOCTL_CLOSE:
+            self._poll.unregister(self.s)
+            self.s.close()
+            return 0
+        return -_EINVAL
+
+
+def _ready(s, ev):
+    # Wait until stream s can make progress in direction ev (Stream's way).
+    yield (asyncio.core._io_queue.queue_read if ev == _POLLIN else asyncio.core._io_queue.queue_write)(s)
+
+
+class Backoff:
+    """Retry delays: exponential from min_ms up to max_ms, of which the upper
+    half is random ("equal jitter"): never zero, never above max_ms, and
+    terminals that failed together drift apart."""
+
+    def __init__(self, min_ms, max_ms):
+        self.min_ms = min_ms
+        self.max_ms = max_ms
+        self.n = 0
+
+    def reset(self):
+        self.n = 0
+
+    def next(self, long=False):
+        d = self.max_ms
+        if not long:
+            d = self.min_ms << self.n
+            if d >= self.max_ms:
+                d = self.max_ms
+            else:
+                self.n += 1
+        half = d // 2
+        return half + int.from_bytes(os.urandom(4), "big") % (d - half + 1)
+
+
+class Uplink:
+    """One terminal's link to the receiver. Construct at boot (after the
+    journal is open); create_task(run()) once; see the module comment.
+
+    cfg: the terminal config dict: "terminal_id", "uplink": {"url", "ca",
+    "cert", "key"} (PEM). store: a pos.bundle.Store. clock: a pos.clock.Clock.
+    link_up(), idle(): callables -> bool. on_ack(rid): called after the
+    journal was trimmed to rid. on_bundle(bundle): called with a verified
+    bundle whose content is new. set_rtc(t): the board's, called with
+    clock.tls_time() before each connection (certificate validity checks)."""
+
+    def __init__(self, journal, cfg, store, clock, link_up, idle, on_ack=None, on_bundle=None,
+                 set_rtc=None, log=print, connect_ms=10000, tls_ms=30000, io_ms=15000,
+                 exchange_ms=60000, backoff_ms=(2000, 300000), interval_ms=600000,
+                 poll_ms=1000, batch_bytes=RESPONSE_MAX):
+        up = cfg.get("uplink")
+        if not isinstance(up, dict):
+            raise UplinkError("no uplink config")
+        self.host, self.port, self.path = parse_url(up.get("url"))
+        self._ca, self._cert, self._key = pem_der(up.get("ca")), pem_der(up.get("cert")), pem_der(up.get("key"))
+        self._context()  # a bad certificate or key fails here, at boot, not at the first sync
+        for der in (self._ca, self._cert):
+            clock.hint(not_before(der))
+        self.journal, self.store, self.clock = journal, store, clock
+        self.link_up, self.idle = link_up, idle
+        self.on_ack, self.on_bundle, self.set_rtc, self.log = on_ack, on_bundle, set_rtc, log
+        self.connect_ms, self.tls_ms, self.io_ms, self.exchange_ms = connect_ms, tls_ms, io_ms, exchange_ms
+        self.interval_ms, self.poll_ms = interval_ms, poll_ms
+        self.backoff = Backoff(backoff_ms[0], backoff_ms[1])
+        self.batch_bytes = min(batch_bytes, RESPONSE_MAX)
+        hp = self.host if ":" not in self.host else "[" + self.host + "]"
+        self._host_hdr = ("%s:%d" % (hp, self.port)).encode()
+        self._addr = None
+        # One buffer for the request body and then the response: 18 KB, for good.
+        self._buf = bytearray(http.MAX_HEAD + RESPONSE_MAX)
+        self._mv = memoryview(self._buf)
+        self._ss = self._raw = None
+        self.state = "idle"       # idle | sync | backoff
+        self.last_error = None
+        self.acked = journal.cursor()
+        self.exchanges = 0
+        self.exchanges_ok = 0
+        self.failures = 0
+        self._retry_at = self._synced_at = None
+
+    # -- the task ---------------------------------------------------------------
+
+    async def run(self):
+        """The uplink task: forever, never raises."""
+        was_up = self.link_up()
+        while True:
+            await asyncio.sleep_ms(self.poll_ms)
+            up = self.link_up()
+            if up and not was_up:
+                self.backoff.reset()  # the link just came back: the backlog goes now
+                self._retry_at = None
+            was_up = up
+            if not up or not self.idle() or not self._due():
+                continue
+            try:
+                await self.sync()
+            except Exception as e:  # noqa: the uplink must outlive any bug; say what it was
+                self._failed("bug %r" % (e,), False)
+
+    def _due(self):
+        now = time.ticks_ms()
+        if self._retry_at is not None and time.ticks_diff(self._retry_at, now) > 0:
+            return False
+        if self.journal.pending():
+            return True
+        return self._synced_at is None or time.ticks_diff(now, self._synced_at) >= self.interval_ms
+
+    async def sync(self):
+        """One exchange. True when the receiver answered 200 (whatever its
+        bundle); otherwise the failure is logged and the retry scheduled."""
+        self.state = "sync"
+        self.exchanges += 1
+        try:
+            return await self._exchange()
+        except Yielded:
+            self.state = "idle"
+            self.log("UPLINK yielded to a charge")
+            return False
+        except asyncio.TimeoutError:
+            return self._failed("timeout", False)
+        except http.HTTPError as e:
+            return self._failed("http %s" % (e.args[0],), False)
+        except UplinkError as e:
+            return self._failed(e.args[0], e.args[1] if len(e.args) > 1 else False)
+        except (OSError, ValueError) as e:  # network, TLS (certificate checks raise ValueError)
+            return self._failed("net %s" % (e,), False)
+        except JournalError as e:
+            return self._failed("journal %r" % (e,), False)
+        except MemoryError:
+            gc.collect()
+            return self._failed("memory", False)
+        finally:
+            self._close()
+
+    def _failed(self, why, long):
+        self.failures += 1
+        self.last_error = why
+        self.state = "backoff"
+        d = self.backoff.next(long)
+        self._retry_at = time.ticks_add(time.ticks_ms(), d)
+        self.log("UPLINK failed: %s (retry in %d ms)" % (why, d))
+        return False
+
+    # -- one exchange --------------------------------------------------------------
+
+    def _build(self, nonce):
+        # The request body into self._buf, synchronously (the journal's
+        # generator is opened and dropped here, no await in between).
+        buf, mv = self._buf, self._mv
+        after = self.journal.cursor()
+        mv[0:4] = _MAGIC
+        mv[4:20] = nonce
+        struct.pack_into(">II", buf, 20, self.store.version, after)
+        p, count, last, end = _HEAD, 0, after, self.batch_bytes
+        errors = self.journal.read_errors
+        for rid, payload in self.journal.records(after + 1):
+            n = len(payload)
+            if not 0 < n <= _MAX_PAYLOAD:
+                self.log("UPLINK record %d of %d bytes skipped: not a payment record" % (rid, n))
+                continue
+            if count == _MAX_COUNT or p + 6 + n > end:
+                break
+            struct.pack_into(">IH", buf, p, rid, n)
+            mv[p + 6:p + 6 + n] = payload
+            p += 6 + n
+            count += 1
+            last = rid
+        if self.journal.read_errors != errors:
+            self.log("UPLINK journal read errors while batching: %d" % (self.journal.read_errors - errors))
+        struct.pack_into(">H", buf, 28, count)
+        return p, after, count, last
+
+    async def _exchange(self):
+        self._check_idle()
+        nonce = os.urandom(16)
+        length, after, count, last = self._build(nonce)
+        t0 = time.ticks_ms()
+        self._deadline = time.ticks_add(t0, self.exchange_ms)
+        await self._open()
+        head = http.request_head(b"POST", self._host_hdr, self.path.encode(), length,
+                                 b"application/octet-stream")
+        await self._send(head, self.tls_ms)   # the TLS handshake runs here
+        await self._send(self._mv[:length], self.io_ms)
+        status, body = await http.read_response(self._recv, self._buf, RESPONSE_MAX)
+        self._close()
+        ms = time.ticks_diff(time.ticks_ms(), t0)
+        if status == 200:
+            await self._accept(body, nonce, after, count, last, ms)
+            return True
+        try:
+            err = json.loads(body) if len(body) else {}
+        except ValueError:
+            err = {}
+        token = err.get("error") if isinstance(err, dict) else None
+        if status == 409 and token == "gap":
+            # The receiver holds less than this terminal trimmed: nothing the
+            # terminal can resend fixes that; an operator must look.
+            self.log("UPLINK receiver ack %r is below the cursor %d" % (err.get("ack"), after))
+        raise UplinkError("status %d %s" % (status, token), status in (403, 409))
+
+    async def _accept(self, body, nonce, after, count, last, ms):
+        try:
+            d = json.loads(body)
+        except ValueError:
+            raise UplinkError("response not json")
+        ack = d.get("ack") if isinstance(d, dict) else None
+        if not isinstance(ack, int) or isinstance(ack, bool) or ack < 0:
+            raise UplinkError("response without ack")
+        text, sig = d.get("bundle"), d.get("sig")
+        d = body = None  # the bundle text is a copy now: the rest can go
+        self.exchanges_ok += 1
+        self._trim(ack, after, last)
+        self.backoff.reset()
+        self._retry_at = None
+        self._synced_at = time.ticks_ms()
+        self.state = "idle"
+        self.last_error = None
+        self.log("UPLINK sent=%d after=%d last=%d ack=%d ms=%d" % (count, after, last, ack, ms))
+        try:
+            if not isinstance(text, str) or not isinstance(sig, str) or len(sig) != 128:
+                raise BundleError("malformed")
+            try:
+                s = bytes.fromhex(sig)
+            except ValueError:
+                raise BundleError("malformed")
+            b = self.store.check(text.encode(), s, nonce)
+        except BundleError as e:
+            self.log("UPLINK bundle refused: %s (kept version %d)" % (e.args[0], self.store.version))
+            return
+        self.clock.set_acquirer(b.time)
+        if not self.store.is_new(b):
+            return
+        try:
+            await self.store.save(b)
+        except OSError as e:
+            self.log("UPLINK bundle %d not stored: %s (applied until reboot)" % (b.version, e))
+        self.log("UPLINK bundle version %d" % b.version)
+        if self.on_bundle:
+            self.on_bundle(b)
+
+    def _trim(self, ack, after, last):
+        # Only up to the end of the batch sent, never below the cursor.
+        upto = ack if ack < last else last
+        if ack > last:
+            self.log("UPLINK ack %d is beyond the batch sent (last %d)" % (ack, last))
+        if upto > self.journal.cursor():
+            self.journal.mark_uploaded(upto)
+            self.acked = upto
+            if self.on_ack:
+                self.on_ack(upto)
+
+    # -- connection ------------------------------------------------------------------
+
+    def _context(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            ctx.load_verify_locations(cadata=self._ca)
+            ctx.load_cert_chain(self._cert, self._key)
+        except ValueError as e:
+            raise UplinkError("credentials: %s" % (e,))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def _check_idle(self):
+        if not self.idle():
+            raise Yielded()
+
+    async def _gate(self):
+        # Let every task that became ready run first (a till command that
+        # arrived during the last TLS step among them), then look again.
+        await asyncio.sleep_ms(0)
+        self._check_idle()
+        if time.ticks_diff(time.ticks_ms(), self._deadline) >= 0:
+            raise asyncio.TimeoutError()
+
+    async def _wait(self, s, ev, limit_at):
+        now = time.ticks_ms()
+        left = min(time.ticks_diff(limit_at, now), time.ticks_diff(self._deadline, now), self.io_ms)
+        if left <= 0:
+            raise asyncio.TimeoutError()
+        await asyncio.wait_for_ms(_ready(s, ev), left)
+
+    async def _open(self):
+        if self.set_rtc:
+            self.set_rtc(self.clock.tls_time())
+        if self._addr is None:
+            if not _ip_literal(self.host):
+                self.log("UPLINK resolving %s (blocks until the resolver answers)" % self.host)
+            self._addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
+        s = socket.socket()
+        self._raw = s
+        s.setblocking(False)
+        try:
+            s.connect(self._addr)
+        except OSError as e:
+            if e.args[0] != errno.EINPROGRESS:  # 115 on Linux, 119 on lwIP
+                self._addr = None  # resolve again next time
+                raise
+        await self._wait(s, _POLLOUT, time.ticks_add(time.ticks_ms(), self.connect_ms))
+        await self._gate()
+        self._paced = _Paced(s)
+        self._ss = self._context().wrap_socket(self._paced, server_hostname=self.host,
+                                               do_handshake_on_connect=False)
+        self._raw = None  # closed with the TLS socket from now on
+
+    def _close(self):
+        for s in (self._ss, self._raw):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        self._ss = self._raw = None
+
+    async def _send(self, data, limit_ms):
+        mv = memoryview(data)
+        limit_at = time.ticks_add(time.ticks_ms(), limit_ms)
+        off = 0
+        while off < len(mv):
+            await self._gate()
+            n = self._ss.write(mv[off:off + _CHUNK])
+            if n is None:  # TLS waits on the network (a handshake step, a full socket)
+                await self._wait(self._ss, self._paced.need, limit_at)
+            else:
+                off += n
+
+    async def _recv(self, mv):
+        while True:
+            await self._gate()
+            n = self._ss.readinto(mv)
+            if n is not None:
+                return n
+            await self._wait(self._ss, self._paced.need, self._deadline)

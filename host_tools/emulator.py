@@ -15,7 +15,7 @@ import time
 import tty
 from pathlib import Path
 
-from host_tools.build import build
+from host_tools.build import build, not_wired
 from host_tools.pn532_sim import PN532Sim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +56,9 @@ class Till:
         self.sock.close()
 
 
-# Modules of the build that boards/unix never imports (other PN532 transports).
-_NOT_WIRED = {"pos.pn532_i2c", "pos.pn532_spi"}
+# Modules of the build that boards/unix never imports (other PN532 transports):
+# boards/modules.json, the one module list.
+_NOT_WIRED = not_wired("unix")
 
 _FOOTPRINT = r"""
 import asyncio, gc, sys

@@ -1,6 +1,7 @@
 """The emulated board: what the firmware gets in the unix port.
 
-PN532 over HSU to the simulator (POS_PN532=host:port), littlefs and the raw
+PN532 over HSU to the simulator (POS_PN532=host:port) or a serial device
+(POS_PN532=/dev/ttyUSB0: boards/unix/ttyuart.py), littlefs and the raw
 journal partition on a file-backed NOR image (POS_FLASH), the till on a
 loopback TCP port (POS_TILL), Wi-Fi from a control file (POS_WIFI), feedback as EVENT lines on stdout.
 POS_FLASH_BLOCKS sizes the chip (the ESP32's 1 MiB journal: 320), POS_WDT_MS arms a
@@ -36,8 +37,14 @@ def wire():
     b = Board()
     b.journal_dev = flash.setup()
     b.config_path = CONFIG
-    host, port = _pn532_addr()
-    uart = SockUART(port, host)
+    spec = os.getenv("POS_PN532") or ""
+    if spec.startswith("/"):
+        # A serial device: a real PN532 on a USB-UART, or the simulator's pty.
+        from ttyuart import TtyUART
+        uart = TtyUART(spec)
+    else:
+        host, port = _pn532_addr()
+        uart = SockUART(port, host)
     b.nfc = PN532(PN532_HSU(uart))
     b.nfc_baud = 921600  # SetSerialBaudRate after start-up: UART time per tap drops ~8x
     b.wifi = wifi.Wifi()

@@ -48,12 +48,16 @@ def _u32(t):
 
 
 class Clock:
-    def __init__(self, directory, log=print):
+    """directory: where the floor is kept (littlefs). ticks: anything with
+    ticks_ms, ticks_diff and ticks_add (the time module; a fake in tests)."""
+
+    def __init__(self, directory, log=print, ticks=time):
         self._path = directory + "/" + _NAME
         self._tmp = self._path + ".tmp"
         self.log = log
+        self._t = ticks
         self._base_s = 0          # trusted seconds at tick _base_t (0: never set)
-        self._base_t = time.ticks_ms()
+        self._base_t = ticks.ticks_ms()
         self._acq = 0             # last acquirer-signed time (0: never synced)
         self._saved = 0           # floor on flash
         self._hint = 0            # lower bound for TLS certificate checks only
@@ -87,12 +91,12 @@ class Clock:
         """Trusted unix seconds, or 0 while the clock has never been set."""
         if not self._base_s:
             return 0
-        t = time.ticks_ms()
-        d = time.ticks_diff(t, self._base_t)
+        t = self._t
+        d = t.ticks_diff(t.ticks_ms(), self._base_t)
         if d >= _REBASE_MS:
             s = d // 1000
             self._base_s += s
-            self._base_t = time.ticks_add(self._base_t, s * 1000)
+            self._base_t = t.ticks_add(self._base_t, s * 1000)
             d -= s * 1000
         return self._base_s + d // 1000
 
@@ -131,7 +135,7 @@ class Clock:
     def _raise(self, t):
         if t > self.now():
             self._base_s = t
-            self._base_t = time.ticks_ms()
+            self._base_t = self._t.ticks_ms()
             return True
         return False
 

@@ -84,9 +84,12 @@ def pem_der(pem):
     if b < 0:
         raise UplinkError("pem")
     try:
-        return binascii.a2b_base64(pem[a + 5:b].replace(b"\r", b"").replace(b"\n", b""))
+        der = binascii.a2b_base64(pem[a + 5:b].replace(b"\r", b"").replace(b"\n", b""))
     except ValueError:
         raise UplinkError("pem")
+    if len(der) < 2 or der[0] != 0x30:  # a2b_base64 skips what is not base64: check it is DER
+        raise UplinkError("pem")
+    return der
 
 
 def _days(y, m, d):

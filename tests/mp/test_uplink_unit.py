@@ -1,0 +1,164 @@
+# heap: 256k
+# The uplink's parsers and codecs in the unix port, without a network: the
+# bounded HTTP response reader against scripted reads, PEM/DER and the
+# certificate time, URLs, backoff bounds and the bundle's shape checks.
+import asyncio
+import json
+
+import unit
+from pos import http
+from pos.bundle import BundleError, parse
+from pos.uplink import Backoff, UplinkError, not_before, parse_url, pem_der
+
+CERT_2025 = """-----BEGIN CERTIFICATE-----
+MIIBAzCBq6ADAgECAgEBMAoGCCqGSM49BAMCMAwxCjAIBgNVBAMMAXQwHhcNMjUw
+NjAxMTIzNDU2WhcNMjYwNzA2MTIzNDU2WjAMMQowCAYDVQQDDAF0MFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEoNRk8wgk9Em/RcpM4Slp3p4K5IDP+y2+RdsWo6Rv
+jBn+ThXF9BDsyvBgEjHnDK6WWFMXe/0XTpR1gpXFqV63fzAKBggqhkjOPQQDAgNH
+ADBEAiBIFimk9C81geF2j8hjsoBUAtXrTpjbL8LsqAAMinmaPgIgY1b71Eoa+QaM
+uiWuQfwuoBFE83gY389z0wyPqZ1Xh4k=
+-----END CERTIFICATE-----
+"""
+CERT_2051 = """-----BEGIN CERTIFICATE-----\r
+MIIBCDCBr6ADAgECAgEBMAoGCCqGSM49BAMCMAwxCjAIBgNVBAMMAXQwIhgPMjA1\r
+MTAxMDIwMzA0MDVaGA8yMDUyMDIwNjAzMDQwNVowDDEKMAgGA1UEAwwBdDBZMBMG\r
+ByqGSM49AgEGCCqGSM49AwEHA0IABKDUZPMIJPRJv0XKTOEpad6eCuSAz/stvkXb\r
+FqOkb4wZ/k4VxfQQ7MrwYBIx5wyullhTF3v9F06UdYKVxalet38wCgYIKoZIzj0E\r
+AwIDSAAwRQIgYEmgNdAdKAGlkNCj7xPH2WaTFRARWtoKrZVtBKLCIWgCIQCs9mVe\r
+7NyxXNAuLIpwDwsYXZqvAPlGASufaQ2MUCrUhw==\r
+-----END CERTIFICATE-----\r
+"""
+
+
+def reads(chunks):
+    # recv(mv) handing out the scripted chunks, as many bytes as fit.
+    data = [bytes(c) for c in chunks]
+
+    async def recv(mv):
+        if not data:
+            return 0
+        c = data[0]
+        n = min(len(c), len(mv))
+        mv[:n] = c[:n]
+        if n == len(c):
+            data.pop(0)
+        else:
+            data[0] = c[n:]
+        return n
+    return recv
+
+
+def response(chunks, cap=100):
+    buf = bytearray(http.MAX_HEAD + cap)
+    st, body = asyncio.run(http.read_response(reads(chunks), buf, cap))
+    return st, bytes(body)
+
+
+def refused(chunks, why, cap=100):
+    try:
+        response(chunks, cap)
+    except http.HTTPError as e:
+        assert e.args[0] == why, (e.args, why)
+        return
+    raise AssertionError("accepted")
+
+
+def test_response_read_in_any_pieces():
+    msg = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ack\": 12}"
+    for step in (1, 2, 3, 5, 64, len(msg)):
+        assert response([msg[i:i + step] for i in range(0, len(msg), step)]) == (200, b'{"ack": 12}')
+    # Bytes past Content-Length are not the body.
+    assert response([b"HTTP/1.0 500 X\r\ncontent-length: 2\r\n\r\nhiTRAILING"]) == (500, b"hi")
+    # No Content-Length: the body runs to the end of the stream, up to the cap.
+    assert response([b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 60, b"y" * 40]) == (200, b"x" * 60 + b"y" * 40)
+
+
+def test_bad_responses_are_refused_within_the_caps():
+    refused([b"\x16\x03\x01garbage" * 400], "head-too-large")
+    refused([b"SSH-2.0-OpenSSH\r\n\r\n"], "status-line")
+    refused([b"HTTP/1.1 20x OK\r\n\r\n"], "status-line")
+    refused([b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 5000], "head-too-large")
+    refused([b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n" + b"x" * 101], "body-too-large")
+    refused([b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"], "length")
+    refused([b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"], "length")
+    refused([b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"], "length")
+    refused([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], "chunked")
+    refused([b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"], "header")
+    refused([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"], "truncated")
+    refused([b"HTTP/1.1 200 OK\r\n"], "truncated")
+    refused([b"HTTP/1.1 200 OK\r\n\r\n", b"z" * 101], "body-too-large")
+    refused([b"HTTP/1.1 200 OK\r\n\r\n"] + [b"z" * 1000] * 1000, "body-too-large")
+
+
+def test_request_head():
+    h = http.request_head(b"POST", b"10.0.0.1:8443", b"/v1/upload", 1234, b"application/octet-stream")
+    assert h == (b"POST /v1/upload HTTP/1.1\r\nHost: 10.0.0.1:8443\r\n"
+                 b"Content-Type: application/octet-stream\r\nContent-Length: 1234\r\n"
+                 b"Connection: close\r\n\r\n")
+
+
+def test_pem_and_certificate_time():
+    der = pem_der(CERT_2025)
+    assert der[0] == 0x30 and len(der) == 263
+    assert not_before(der) == 1748781296      # 2025-06-01 12:34:56 UTC, UTCTime
+    assert not_before(pem_der(CERT_2051.encode())) == 2556241445  # 2051, GeneralizedTime
+    assert not_before(b"\x30\x03\x02\x01\x01") == 0 and not_before(der[:40]) == 0
+    for bad in ("no pem", b"-----BEGIN X-----\n!!!!\n-----END X-----", None, "-----BEGIN X-----"):
+        unit.raises(UplinkError, pem_der, bad)
+
+
+def test_urls():
+    assert parse_url("https://127.0.0.1:8443/v1/upload") == ("127.0.0.1", 8443, "/v1/upload")
+    assert parse_url("https://acq.example") == ("acq.example", 443, "/")
+    assert parse_url("https://[::1]:9/x") == ("::1", 9, "/x")
+    for bad in ("http://h/x", "https://:80/x", "https://h:0/", "https://h:70000/", "https://h:x/",
+                "https://[::1]x/", None):
+        unit.raises(UplinkError, parse_url, bad)
+
+
+def test_backoff_bounds():
+    b = Backoff(100, 1000)
+    seen = []
+    for _ in range(8):
+        seen.append(b.next())
+    lo = [50, 100, 200, 400, 500, 500, 500, 500]
+    hi = [100, 200, 400, 800, 1000, 1000, 1000, 1000]
+    for d, a, z in zip(seen, lo, hi):
+        assert a <= d <= z, (seen,)
+    many = [b.next() for _ in range(400)]
+    assert min(many) >= 500 and max(many) <= 1000 and len(set(many)) > 100  # jitter
+    assert all(500 <= b.next(True) <= 1000 for _ in range(50))
+    b.reset()
+    assert 50 <= b.next() <= 100
+
+
+def bundle(**over):
+    d = {"v": 1, "version": 3, "terminal_id": "5445524d30303031", "nonce": "00" * 16,
+         "time": 1764000000, "deny": [["0102030405060708", "11" * 16]], "issuers": [{"kid": "x"}],
+         "risk": {"max_offline_age_s": 604800}}
+    d.update(over)
+    return json.dumps(d).encode()
+
+
+def test_bundle_shape():
+    b = parse(bundle(), b"s" * 64)
+    assert b.version == 3 and b.time == 1764000000 and b.risk == {"max_offline_age_s": 604800}
+    assert b.deny == [(bytes(range(1, 9)), b"\x11" * 16)] and b.issuers == [{"kid": "x"}]
+    bad = [b"not json", b"[1]", bundle(v=2), bundle(version=-1), bundle(version=True),
+           bundle(version=1 << 32), bundle(time="now"), bundle(deny=[["01", "11" * 16]]),
+           bundle(deny=[["zz" * 8, "11" * 16]]), bundle(deny=[["01" * 8]]), bundle(deny={}),
+           bundle(issuers=[1]), bundle(issuers={}), bundle(risk={"max_offline_age_s": 1.5})]
+    for k in ("version", "time", "terminal_id", "nonce", "deny", "issuers", "risk"):
+        d = json.loads(bundle())
+        del d[k]  # "issuers" missing would retire every key: refused, not defaulted
+        bad.append(json.dumps(d).encode())
+    for t in bad:
+        try:
+            parse(t, b"s" * 64)
+        except BundleError as e:
+            assert e.args[0] == "malformed"
+            continue
+        raise AssertionError(t)
+
+
+unit.run(globals())

@@ -104,6 +104,7 @@ class Chained:
         cap = len(buf)
         n = 0
         cmd = command
+        again = False
         for _ in range(_MAX_ROUNDS):
             resp = yield cmd
             k = len(resp) - 2
@@ -114,10 +115,14 @@ class Chained:
             sw1 = resp[k]
             sw2 = resp[k + 1]
             if sw1 == 0x6C:
-                if k:
-                    raise APDUError("6Cxx with data")
+                # One correction per command: a wallet that answers the repeat
+                # with 6C again would have the terminal ask it to sign forever.
+                if k or again:
+                    raise APDUError("6Cxx with data" if k else "6Cxx to a repeated command")
                 cmd = self._with_le(cmd, sw2)
+                again = True
                 continue
+            again = False
             if k:
                 if n + k > cap:
                     raise APDUError("response too long")

@@ -143,7 +143,7 @@ class TillSession:
                     # Paid already under this reference: answer that, charge nobody.
                     await self.send(till.approved(ref, rid))
                     continue
-                term.state = "charging"  # claimed now: a second CHARGE is busy
+                term.claim(ref)  # now: a second CHARGE is busy, a CANCEL counts
                 self.charging = True
                 asyncio.create_task(self._charge(cmd[1], cmd[2], ref))
             elif op == till.STATUS:

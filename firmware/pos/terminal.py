@@ -111,18 +111,26 @@ class Terminal:
             except Exception:  # noqa: nothing left to tell it on
                 pass
 
-    async def charge(self, amount, currency, ref):
-        """Take one payment. Returns (reason code, record id or None). Never
-        raises once a record is durable: the answer is then APPROVED."""
-        if not 0 < amount <= _MAX_AMOUNT or currency != self.currency:
-            self.state = "idle"
-            self.outcomes.end(ref, reason.BAD_AMOUNT, None)
-            return reason.BAD_AMOUNT, None
+    def claim(self, ref):
+        """Start a charge for `ref` now (the till's CHARGE): from here on
+        STATUS says charging and a CANCEL, or the till going away, counts,
+        even before charge() has run."""
         self._cancel = False
         self._committed = False
         self._rid = None
         self.state = "charging"
         self.outcomes.begin(ref)
+
+    async def charge(self, amount, currency, ref):
+        """Take one payment (claim() first, or it is claimed now). Returns
+        (reason code, record id or None). Never raises once a record is
+        durable: the answer is then APPROVED."""
+        if self.state == "idle":
+            self.claim(ref)
+        if not 0 < amount <= _MAX_AMOUNT or currency != self.currency:
+            self.state = "idle"
+            self.outcomes.end(ref, reason.BAD_AMOUNT, None)
+            return reason.BAD_AMOUNT, None
         try:
             gc.collect()  # now, before the customer taps, not in the middle of a verify
             self._say("blue", None, "PAY %d.%02d" % (amount // 100, amount % 100))

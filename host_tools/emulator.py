@@ -53,6 +53,7 @@ class Till:
         return self.read()
 
     def close(self):
+        self.file.close()  # the socket's fd stays open while its file object does
         self.sock.close()
 
 

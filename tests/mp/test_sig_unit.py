@@ -1,3 +1,4 @@
+# heap: 160k  (pos.rules and the sig modules are compiled from source here; a device loads .mpy)
 # pos.sig / pos.p256 internals, inside the unix port (run by tests/test_firmware_unit.py).
 # Bulk correctness (Wycheproof, cross-checks against `cryptography`) lives in tests/test_sig.py.
 import os
@@ -6,6 +7,13 @@ import sys
 import unit
 from pos import p256
 from pos.sig import is_warm, verify, warm
+
+# Recorded at import, before any test runs: the result does not depend on the
+# order the tests run in.
+_GTAB_AT_IMPORT = "pos.p256_gtab" in sys.modules
+# Then the 16 KB G table now, while the heap is in one piece (as app.py does at
+# boot), so that where it lands does not depend on which test verifies first.
+from pos import p256_gtab  # noqa: E402,F401
 
 # Wycheproof ecdsa_secp256r1_sha256_p1363 tcId 1.
 PUB = bytes.fromhex(
@@ -32,13 +40,22 @@ def g_multiples():
     return [b"\x04" + t[o : o + 64] for o in range(0, len(t), 64)]
 
 
+def fresh():
+    # Each test starts from an empty key cache, no pinned keys and no reserved
+    # tables (a test may fail half way, or run first or last).
+    p256.shed()
+    del p256._pinned[:]
+    import gc
+    gc.collect()
+
+
 def test_import_is_light():
-    # The G table is imported on first ES256 verify, not with pos.sig (tests
-    # run in name order; none before this one verifies).
-    assert "pos.p256_gtab" not in sys.modules
+    # The G table is imported on first ES256 verify, not with pos.sig.
+    assert not _GTAB_AT_IMPORT
 
 
 def test_known_vector_and_compressed_key():
+    fresh()
     bad = bytearray(SIG)
     bad[63] ^= 1
     p256._cache.clear()
@@ -53,6 +70,7 @@ def test_known_vector_and_compressed_key():
 
 
 def test_warm_api():
+    fresh()
     p256._cache.clear()
     pub = g_multiples()[5]
     assert not is_warm("ES256", pub)
@@ -64,6 +82,7 @@ def test_warm_api():
 
 
 def test_cache_is_bounded_lru():
+    fresh()
     keys = g_multiples()
     first = keys[0]
     for k in keys[: p256.CACHE_KEYS]:
@@ -78,6 +97,7 @@ def test_cache_is_bounded_lru():
 
 def test_table_matches_decoded_point():
     # Entry 0 of chunk 0 is Q itself; entry 1 is 3Q; chunk k starts at 2^(L*k) Q.
+    fresh()
     pub = g_multiples()[3]
     t = p256.key_table(pub)
     assert bytes(t[:64]) == pub[1:]
@@ -100,7 +120,7 @@ def hints_of(pub):
 
 
 def test_with_hints_a_cold_verify_is_cut_and_bad_hints_fail_it():
-    # (named to run after test_import_is_light: this imports the G table)
+    fresh()
     p256._cache.clear()
     h = hints_of(PUB)
     assert verify("ES256", PUB, MSG, SIG, h) is True
@@ -128,6 +148,7 @@ class _Cred:
 
 
 def test_warm_in_the_verifier_checks_hints_against_the_key():
+    fresh()
     from pos import rules
     v = rules.Verifier(rules.Policy())
     pub = g_multiples()[9]
@@ -142,6 +163,7 @@ def test_warm_in_the_verifier_checks_hints_against_the_key():
 
 
 def test_pinned_keys_stay_and_have_wider_tables():
+    fresh()
     p256._cache.clear()
     del p256._pinned[:]
     keys = g_multiples()
@@ -161,6 +183,7 @@ def test_pinned_keys_stay_and_have_wider_tables():
 
 
 def test_reserved_tables_are_reused_and_shed_frees_them():
+    fresh()
     p256.shed()
     import gc
     gc.collect()

@@ -13,7 +13,7 @@ BOARD = ROOT / "boards" / "unix"
 SESSION = ROOT / "tests" / "mp" / "uplink_session.py"
 TID = "5445524d30303031"
 FAST = {"connect_ms": 1000, "tls_ms": 3000, "io_ms": 700, "exchange_ms": 4000,
-        "backoff_ms": [100, 400], "poll_ms": 20}
+        "backoff_ms": [100, 400], "poll_ms": 20, "quiet_ms": 0}
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,16 @@ def test_yields_to_a_charge_mid_exchange(tmp_path, pki, rcv):
     assert res[1]["ok"] is False and "yielded to a charge" in out and res[1]["failures"] == 0
     assert res[1]["ms"] < 200 and res[1]["cursor"] == 0
     assert res[2]["ok"] and res[2]["cursor"] == 5
+
+
+def test_task_uploads_when_the_link_is_up_and_the_terminal_quiet(tmp_path, pki, rcv):
+    res, out = session(tmp_path, pki, rcv.url, [
+        {"do": "append", "n": 70, "size": 300},
+        {"do": "link", "up": False}, {"do": "run", "ms": 400},
+        {"do": "link", "up": True}, {"do": "busy", "ms": 100}, {"do": "run", "ms": 350},
+        {"do": "run", "ms": 1500}], opts={"quiet_ms": 400})
+    assert res[2]["exchanges"] == 0 and res[2]["pending"] == 70  # the link is down
+    # Busy until 100 ms into the run, then 400 ms of quiet needed: nothing yet.
+    assert res[5]["exchanges"] == 0
+    # Then the backlog goes, batch after batch, without anyone calling sync().
+    assert res[6]["cursor"] == 70 and res[6]["exchanges"] >= 2 and res[6]["failures"] == 0

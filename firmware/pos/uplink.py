@@ -184,8 +184,9 @@ class _Paced(io.IOBase):
     library returns after one handshake message and the event loop runs in
     between. `need` is the direction the last "would block" was about."""
 
-    def __init__(self, s):
+    def __init__(self, s, hold=True):
         self.s = s
+        self.hold = hold
         self.need = _POLLOUT
         self._hold_r = False
         self._hold_w = False
@@ -207,7 +208,7 @@ class _Paced(io.IOBase):
         if n is None:
             self.need = _POLLIN
             return None
-        self._hold_r = True
+        self._hold_r = self.hold
         return n
 
     def write(self, b):
@@ -225,7 +226,7 @@ class _Paced(io.IOBase):
         if n is None:
             self.need = _POLLOUT
             return None
-        self._hold_w = True
+        self._hold_w = self.hold
         return n
 
     def setblocking(self, flag):
@@ -290,7 +291,7 @@ class Uplink:
     def __init__(self, journal, cfg, store, clock, link_up, idle, on_ack=None, on_bundle=None,
                  set_rtc=None, log=print, connect_ms=10000, tls_ms=30000, io_ms=15000,
                  exchange_ms=60000, backoff_ms=(2000, 300000), interval_ms=600000,
-                 poll_ms=1000, batch_bytes=RESPONSE_MAX):
+                 poll_ms=1000, quiet_ms=5000, batch_bytes=RESPONSE_MAX, pace=True):
         up = cfg.get("uplink")
         if not isinstance(up, dict):
             raise UplinkError("no uplink config")
@@ -303,7 +304,7 @@ class Uplink:
         self.link_up, self.idle = link_up, idle
         self.on_ack, self.on_bundle, self.set_rtc, self.log = on_ack, on_bundle, set_rtc, log
         self.connect_ms, self.tls_ms, self.io_ms, self.exchange_ms = connect_ms, tls_ms, io_ms, exchange_ms
-        self.interval_ms, self.poll_ms = interval_ms, poll_ms
+        self.interval_ms, self.poll_ms, self.quiet_ms, self.pace = interval_ms, poll_ms, quiet_ms, pace
         self.backoff = Backoff(backoff_ms[0], backoff_ms[1])
         self.batch_bytes = min(batch_bytes, RESPONSE_MAX)
         hp = self.host if ":" not in self.host else "[" + self.host + "]"
@@ -320,6 +321,7 @@ class Uplink:
         self.exchanges_ok = 0
         self.failures = 0
         self._retry_at = self._synced_at = None
+        self._busy_at = time.ticks_ms()
 
     # -- the task ---------------------------------------------------------------
 
@@ -333,15 +335,27 @@ class Uplink:
                 self.backoff.reset()  # the link just came back: the backlog goes now
                 self._retry_at = None
             was_up = up
-            if not up or not self.idle() or not self._due():
+            if not self.idle():
+                self.touch()
+                continue
+            if not up or not self._due():
                 continue
             try:
                 await self.sync()
             except Exception as e:  # noqa: the uplink must outlive any bug; say what it was
                 self._failed("bug %r" % (e,), False)
 
+    def touch(self):
+        """The terminal is busy (the app may call this when a charge starts):
+        no exchange starts until it has been idle for quiet_ms. Customers come
+        in queues; a quiet spell is when the next charge is least likely to
+        land on the handshake's public-key steps."""
+        self._busy_at = time.ticks_ms()
+
     def _due(self):
         now = time.ticks_ms()
+        if time.ticks_diff(now, self._busy_at) < self.quiet_ms:
+            return False
         if self._retry_at is not None and time.ticks_diff(self._retry_at, now) > 0:
             return False
         if self.journal.pending():
@@ -541,7 +555,7 @@ class Uplink:
                 raise
         await self._wait(s, _POLLOUT, time.ticks_add(time.ticks_ms(), self.connect_ms))
         await self._gate()
-        self._paced = _Paced(s)
+        self._paced = _Paced(s, self.pace)
         self._ss = self._context().wrap_socket(self._paced, server_hostname=self.host,
                                                do_handshake_on_connect=False)
         self._raw = None  # closed with the TLS socket from now on

@@ -82,6 +82,11 @@ async def busy_after(st, ms):
     st.idle = False
 
 
+async def idle_after(st, ms):
+    await asyncio.sleep_ms(ms)
+    st.idle = True
+
+
 async def main():
     st = boot()
     for i, step in enumerate(SC["steps"]):
@@ -108,6 +113,11 @@ async def main():
             await asyncio.sleep_ms(step["ms"])
             t.cancel()
             extra = {"ok": st.up.last_error is None}
+        elif do == "link":
+            st.link = step["up"]
+        elif do == "busy":  # the terminal is busy for the first ms of the next step
+            st.idle = False
+            asyncio.create_task(idle_after(st, step["ms"]))
         elif do == "reboot":
             shutdown(st)
             st = boot()

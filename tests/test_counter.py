@@ -2,16 +2,14 @@
 twice, and the reader never holds the loop. The emulated terminal end to end
 through its till link, with faults injected in the display, the journal's
 flash, the till link, the phone and the field."""
-import os
 import socket
-import threading
 import time
 
 import pytest
 
 from host_tools import demo
 from host_tools import wallet_sim as ws
-from host_tools.emulator import Emulator, Till
+from host_tools.emulator import Emulator
 from host_tools.pn532_sim import PN532Sim
 
 NOW = int(time.time())
@@ -345,53 +343,14 @@ def test_retries_are_bounded_and_the_till_hears_protocol(tmp_path, issuer):
         assert time.monotonic() - t0 < 8
 
 
-FILL = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
-import flash
-from pos import record
-from pos.journal import Journal, JournalFull
-pairs = [tuple(bytes.fromhex(x) for x in l.split()) for l in open(sys.argv[2])]
-dev = flash.setup(sys.argv[3], "/flash", int(sys.argv[4]))
-j = Journal(dev)
-j.open()
-buf = bytearray(record.MAX)
-n = 0
-try:
-    while True:
-        req, resp = pairs[n % len(pairs)]
-        k = record.encode(buf, req, resp, b"FULL-%d" % n, 0)
-        j.append(memoryview(buf)[:k])
-        n += 1
-except JournalFull:
-    pass
-print(n)
-"""
-
-
-def test_boot_with_a_full_esp32_journal_under_the_watchdog(tmp_path, issuer, mp):
+def test_boot_with_a_full_esp32_journal_under_the_watchdog(tmp_path, issuer):
     """The ESP32's 1 MiB journal partition, full, and a watchdog scaled to this
     host: the ESP32's 8 s over the ESP32/unix speed ratio (up to ~130 for
     interpreted code), so boot must feed it at least every 60 ms here."""
-    from pathlib import Path
-    cfg = config(issuer)
-    pairs = tmp_path / "pairs.txt"
-    with pairs.open("w") as f:
-        for i in range(40):  # 40 wallets, each paying again and again
-            phone = ws.Phone(issuer)
-            apdu, data = ws.authorize_apdu(b"TERM0001", b"TEST", 100, 978, os.urandom(16),
-                                           NOW, i + 1)
-            phone.transceive(ws.SELECT_APDU)
-            resp, sw = ws.run_tap(phone, apdu)
-            f.write("%s %s\n" % (data.hex(), resp.hex()))
-    emu = Emulator(tmp_path / "t", cfg, heap=demo.HEAP,
+    from host_tools.fill_journal import fill
+    emu = Emulator(tmp_path / "t", config(issuer), heap=demo.HEAP,
                    env={"POS_FLASH_BLOCKS": "320", "POS_WDT_MS": "60"})
-    env = emu.env()
-    board = Path(__file__).resolve().parents[1] / "boards" / "unix"
-    r = mp(FILL, board, pairs, emu.image, 320, heap="512k",
-           path=[board], timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    n = int(r.stdout.split()[-1])
+    n = fill(emu.image, issuer, blocks=320)
     assert n > 1500, n  # the whole partition, in records
     emu.provision()
     emu.start(wait=60)

@@ -33,43 +33,64 @@ def _slow_summary(payload):
             tlv.uint(q[3]), tlv.uint(q[6]), ref)
 
 
-def restore(verifier, journal, outcomes=None, tick=None):
-    """Rebuild each wallet's last counter and offline spend from the journal, so a
-    reboot (or a power cut) cannot reopen a replay window or reset a limit; and
-    the index of approved references (pos.outcomes). `tick` is called every few
-    records (the watchdog). Returns (records restored, newest terminal time)."""
-    f = [None] * 4
-    synced = journal.cursor()
-    table = verifier.table
-    n = 0
-    newest = 0
-    for rid, payload in journal.records():
-        if tick is not None and not n & 15:
-            tick()
+class Replay:
+    """Boot's view of each journal record (journal.open's visit): rebuilds each
+    wallet's last counter and offline spend, so a reboot (or a power cut)
+    cannot reopen a replay window or reset a limit, and the index of approved
+    references (pos.outcomes). Reads the few fields it needs where version 1
+    puts them (pos.record.summary), not the whole credential."""
+
+    def __init__(self, verifier, outcomes=None, tick=None):
+        self.table = verifier.table
+        self.outcomes = outcomes
+        self.tick = tick
+        self.n = 0
+        self.newest = 0   # newest terminal time in a record (the clock's floor)
+        self.full = 0     # wallets the table had no room for
+        self._f = [None] * 4
+
+    def __call__(self, rid, payload, synced):
+        if self.tick is not None and not self.n & 15:
+            self.tick()
         try:
             try:
-                kid, wid, serial, nb, counter, amount, t, ref = record.summary(payload, f)
+                kid, wid, serial, nb, counter, amount, t, ref = record.summary(payload, self._f)
             except tlv.TLVError:
                 kid, wid, serial, nb, counter, amount, t, ref = _slow_summary(payload)
         except tlv.TLVError:
             # The journal's CRC passed, so this is not ours to read: keep the
             # reference index in journal order and go on.
-            if outcomes is not None:
-                outcomes.add(b"")
-            continue
-        if outcomes is not None:
-            outcomes.add(ref)
+            if self.outcomes is not None:
+                self.outcomes.add(b"")
+            return
+        if self.outcomes is not None:
+            self.outcomes.add(ref)
+        table = self.table
         key = rules.key_of(kid, wid, nb, serial)
         seen = table.get(key)
         spent = seen[1] if seen else 0
         if rid > synced:
             spent += amount
         last = seen[0] if seen else 0
-        table.put(key, counter if counter > last else last, spent)
-        if t > newest:
-            newest = t
-        n += 1
-    return n, newest
+        try:
+            table.put(key, counter if counter > last else last, spent)
+        except MemoryError:
+            # Table full: such a wallet is declined CAPACITY until the next
+            # sync (a wallet the table does not hold cannot pay while it is full).
+            self.full += 1
+        if t > self.newest:
+            self.newest = t
+        self.n += 1
+
+
+def restore(verifier, journal, outcomes=None, tick=None):
+    """Replay an open journal (as boot does in journal.open's pass). Returns
+    (records restored, newest terminal time)."""
+    r = Replay(verifier, outcomes, tick)
+    synced = journal.cursor()
+    for rid, payload in journal.records():
+        r(rid, payload, synced)
+    return r.n, r.newest
 
 
 def load_config(path):
@@ -241,10 +262,14 @@ async def run(wire, log=print):
         _show(board.feedback, "red", "NOT PROVISIONED", log)
         return 2
     gc.collect()
+    verifier = rules.Verifier(policy, table)
+    outcomes = Outcomes(journal)
+    replay = Replay(verifier, outcomes, tick)
     try:
         # A full journal takes a while to scan and replay on the device: the
-        # watchdog is fed all along (it started with the board).
-        report = journal.open(tick)
+        # watchdog is fed all along (it started with the board), and the
+        # replay happens in the same pass as the scan.
+        report = journal.open(tick, replay)
     except JournalError as e:
         log("JOURNAL %s" % (e,))
         _show(board.feedback, "red", "STORAGE FAULT", log)
@@ -255,14 +280,14 @@ async def run(wire, log=print):
         journal.prepare()  # the first approval should only program flash too
     except JournalError as e:
         log("STORAGE prepare failed: %s" % (e,))  # append() erases itself, slowly
-    verifier = rules.Verifier(policy, table)
+    if replay.full:
+        log("CAPACITY %d records of wallets the table had no room for" % replay.full)
     for iss in policy.issuers.values():
         if iss.alg == token.ALG_ES256:
             if tick:
                 tick()
             sig.warm("ES256", iss.key, True)  # every first-seen wallet's credential: verify it warm
-    outcomes = Outcomes(journal)
-    n, _newest = restore(verifier, journal, outcomes, tick)
+    n = replay.n
     seq = Sequence(board.config_path.rsplit("/", 1)[0] + "/seq", journal.next_rid())
     nfc = board.nfc
     baud = getattr(board, "nfc_baud", None)

@@ -127,6 +127,7 @@ class Journal:
         self._bmv = memoryview(self._buf)
         self._chk = bytearray(_CHUNK)
         self._ff = b"\xff" * _CHUNK
+        self._visit = None
 
     # -- flash access ---------------------------------------------------------
 
@@ -196,8 +197,12 @@ class Journal:
 
     # -- open / recovery ------------------------------------------------------
 
-    def open(self, tick=None):
-        """Scan and recover.  Returns (and keeps in .report) a list of
+    def open(self, tick=None, visit=None):
+        """Scan and recover.  `tick()` is called as the scan goes (a watchdog);
+        `visit(rid, payload, cursor)` for each good record, in order, with a
+        view valid only during the call and the upload cursor: boot replays
+        the journal in the same pass that checks it.  Returns (and keeps in
+        .report) a list of
         (place, offset, bytes dropped, reason) for everything discarded; an
         empty list means the journal was clean."""
         dev = self.dev
@@ -239,6 +244,13 @@ class Journal:
         for i in bad:
             self._note("block %d" % i, 0, bs, "bad-header")
         order.sort(key=lambda i: self._seq[i])
+        # The cursor first, so visit() knows what is uploaded; its notes go
+        # after the blocks' in the report, as they always have.
+        k = len(self.report)
+        self._cursor, self._cblk, self._coff = self._scan_cursor()
+        notes = self.report[k:]
+        del self.report[k:]
+        self._visit = visit
         prev = 0
         nxt = 1
         self._head = -1
@@ -257,7 +269,8 @@ class Journal:
             # Unknown records may have been in the dropped bytes: never give
             # their ids to new records.
             nxt += tail // HEADER + 1
-        self._cursor, self._cblk, self._coff = self._scan_cursor()
+        self._visit = None
+        self.report.extend(notes)
         if self._cursor + 1 > nxt:
             nxt = self._cursor + 1
         self._next = nxt
@@ -293,6 +306,8 @@ class Journal:
             if why is not None:
                 break
             prev = r[0]
+            if self._visit is not None:
+                self._visit(prev, self._bmv[HEADER:HEADER + r[1]], self._cursor)
             if not self._count[i]:
                 self._first[i] = prev
             self._last[i] = prev

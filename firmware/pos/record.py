@@ -24,7 +24,7 @@ SPEC = ((T_REQUEST, 1, token.MAX_REQUEST, True),
         (T_RESPONSE, 1, token.MAX_RESPONSE, True),
         (T_REFERENCE, 0, till.MAX_REF, True),
         (T_CURSOR, 4, 4, False))
-_REQ_MIN = const(66)   # tags 21..28 with a 1-byte merchant id
+_REQ_MIN = const(56)   # tags 21..28 with a 1-byte merchant id
 _CRED_HEAD = const(49)  # 01 01 01 | 02 08 kid | 03 01 alg | 04 10 wallet id | 05 08 serial | 06 01 | 07 LL
 
 

@@ -60,6 +60,7 @@ class _Progress:
 
     def __init__(self, out):
         from esptool.logger import TemplateLogger
+        self.out = out
 
         class L(TemplateLogger):
             def print(self, *a, **k):
@@ -102,6 +103,23 @@ class _Progress:
         self._bar = self._cm = None
 
 
+_installed = []
+
+
+def _install(prog):
+    """Route esptool's log to `prog` (esptool's logger can be set once: after
+    that its proxy no longer offers set_logger)."""
+    from esptool.logger import log
+    if not _installed:
+        router = _Progress.__new__(_Progress)
+        _Progress.__init__(router, lambda m: _installed[1].out(m))
+        router.update = lambda cur, total, prefix: _installed[1].update(cur, total, prefix)
+        log.set_logger(router.logger)
+        _installed.append(router)
+        _installed.append(prog)
+    _installed[1] = prog
+
+
 def _journal_there(esp, part):
     from esptool.cmds import read_flash
     import tempfile
@@ -114,12 +132,11 @@ def _journal_there(esp, part):
 def write_image(port, image, out=print, stub=True, connect_mode="default-reset", erase_journal=False):
     """Steps 1 and 2 with esptool; returns nothing, FlashError on failure."""
     from esptool.cmds import attach_flash, detect_chip, read_flash, reset_chip, run_stub, write_flash
-    from esptool.logger import log
     from esptool.util import FatalError
     import tempfile
     parts, table = partitions.project_table()
     prog = _Progress(out)
-    log.set_logger(prog.logger)
+    _install(prog)
     esp = None
     try:
         try:
@@ -142,8 +159,16 @@ def write_image(port, image, out=print, stub=True, connect_mode="default-reset",
                 raise FlashError("the board's journal partition holds payments and its partition "
                                  "table differs: pull them first (offpay logs), then flash again "
                                  "with --erase-journal")
-        writes = [(BOOTLOADER_OFFSET, image)] if image is not None else []
-        writes.append((partitions.OFFSET, table))
+        at = partitions.OFFSET - BOOTLOADER_OFFSET
+        if image is not None and len(image) >= at + partitions.MAX_LEN:
+            # A merged release image carries its own table at 0x8000: put ours
+            # in its place, so the flash then matches the file and a re-flash
+            # (esptool's skip_flashed, an MD5 per region) writes nothing.
+            image = image[:at] + table + image[at + len(table):]
+            writes = [(BOOTLOADER_OFFSET, image)]
+        else:
+            writes = [(BOOTLOADER_OFFSET, image)] if image is not None else []
+            writes.append((partitions.OFFSET, table))
         if not same:
             # A new layout: the file system and journal regions start erased,
             # so neither the old vfs nor stale bytes are taken for a journal.

@@ -37,6 +37,8 @@ RESPONSE_SPEC = {0x31: (1, 1024, True), 0x32: (4, 4, True), 0x33: (1, 1, True), 
 # upload cursor when it took the payment) is newer, so both are optional here.
 RECORD_SPEC = {0x41: (1, 80, True), 0x42: (1, 1200, True), 0x43: (0, 32, False), 0x44: (4, 4, False)}
 MAX_RECORD = 1536
+_REQUIRED = {id(spec): frozenset(t for t, (_, _, req) in spec.items() if req)
+             for spec in (CREDENTIAL_SPEC, REQUEST_SPEC, RESPONSE_SPEC, RECORD_SPEC)}
 
 
 def fields(data, spec, what):
@@ -51,9 +53,9 @@ def fields(data, spec, what):
             raise RecordError("%s: unknown tag %02x" % (what, tag))
         if not bounds[0] <= len(value) <= bounds[1]:
             raise RecordError("%s: tag %02x has length %d" % (what, tag, len(value)))
-    for tag, (_, _, required) in spec.items():
-        if required and tag not in f:
-            raise RecordError("%s: tag %02x missing" % (what, tag))
+    required = _REQUIRED[id(spec)]
+    if not required <= f.keys():
+        raise RecordError("%s: tag %02x missing" % (what, min(required - f.keys())))
     return f
 
 
@@ -128,6 +130,9 @@ def load_public(alg, key):
     raise ValueError("unknown algorithm %r" % (alg,))
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # immutable: one for every verify (the receiver's hot path)
+
+
 def verify_loaded(alg, pub, message, sig):
     """ES256 (r||s) or RS256 (PKCS#1 v1.5) with a loaded key: True or False."""
     try:
@@ -135,7 +140,7 @@ def verify_loaded(alg, pub, message, sig):
             if len(sig) != 64:
                 return False
             der = utils.encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
-            pub.verify(der, bytes(message), ec.ECDSA(hashes.SHA256()))
+            pub.verify(der, bytes(message), _ECDSA_SHA256)
         else:
             pub.verify(bytes(sig), bytes(message), padding.PKCS1v15(), hashes.SHA256())
         return True

@@ -67,6 +67,7 @@ class Receiver:
         if config.client_ca is not None:
             self._client_ca = x509.load_pem_x509_certificate(config.client_ca.read_bytes())
         self._certs = {}
+        self._acked = {}   # terminal id -> the last ack this process answered
 
     def identify(self, scope):
         tls = (scope.get("extensions") or {}).get("tls") or {}
@@ -116,9 +117,17 @@ class Receiver:
         tid_bytes = bytes.fromhex(tid)
         merchant = (self.config.terminals or {}).get(tid, {}).get("merchant_id")
         check = self.checker.check
+        # The records are checked before the transaction, so that the
+        # database (SQLite's one writer, the terminal's row lock) is held for
+        # the storing only. Records this process has seen acknowledged are
+        # skipped; any other the transaction finds new is checked there.
+        known = max(up.after, self._acked.get(tid, 0))
+        early = {rid: check(rid, payload, tid_bytes, now, merchant) for rid, payload in up.records if rid > known}
 
         def verdict(rid, payload):
-            return check(rid, payload, tid_bytes, now, merchant)
+            v = early.get(rid)
+            # A copy: the transaction adds flags, and may be retried.
+            return v.copy() if v is not None else check(rid, payload, tid_bytes, now, merchant)
         try:
             ack = self.db.ingest(tid, ident.fingerprint, up, verdict, now)
         except storage.Revoked as e:
@@ -127,6 +136,7 @@ class Receiver:
             raise Refused(409, "gap", str(e), ack=e.ack)
         except storage.Conflict as e:
             raise Refused(409, "conflict", str(e))
+        self._acked[tid] = ack
         text = self.config.bundle_text(tid, up.nonce.hex(), now)
         return wire.response_body(ack, text, wire.sign_bundle(self.config.update_key, text))
 

@@ -261,15 +261,17 @@ class Storage:
                 if v.time < max_time:
                     v.flag("clock-went-back")
                 max_time = max(max_time, v.time)
-        lo, hi = verdicts[0].record_id, verdicts[-1].record_id
         genuine = sorted((v for v in verdicts if v.genuine), key=lambda v: (v.issuer_kid, v.wallet_id, v.counter))
         if genuine:
-            # Sorted, so concurrent receivers take the keys' locks in one order.
-            c.executemany(sql("INSERT INTO spends (issuer_kid, wallet_id, counter, terminal_id, record_id) "
-                              "VALUES (?, ?, ?, ?, ?) ON CONFLICT (issuer_kid, wallet_id, counter) DO NOTHING"),
-                          [(v.issuer_kid, v.wallet_id, v.counter, tid, v.record_id) for v in genuine])
-            held = {r[0] for r in c.execute(sql("SELECT record_id FROM spends WHERE terminal_id = ? AND "
-                                                "record_id >= ? AND record_id <= ?"), (tid, lo, hi)).fetchall()}
+            # One statement (one round trip), sorted so that concurrent
+            # receivers take the keys' locks in the same order. RETURNING
+            # names the rows inserted: a genuine payment missing from it found
+            # its counter already held.
+            held = {r[0] for r in self._insert(c, "spends", ("issuer_kid", "wallet_id", "counter", "terminal_id",
+                                                             "record_id"),
+                                               [(v.issuer_kid, v.wallet_id, v.counter, tid, v.record_id) for v in genuine],
+                                               " ON CONFLICT (issuer_kid, wallet_id, counter) DO NOTHING "
+                                               "RETURNING record_id").fetchall()}
             by_rid = {v.record_id: v for v in verdicts}
             holders = set()
             for v in genuine:
@@ -289,12 +291,18 @@ class Storage:
                 if row is not None and "double-spend" not in row[0].split(","):
                     c.execute(sql("UPDATE payments SET status = 'flagged', reason = ? WHERE terminal_id = ? "
                                   "AND record_id = ?"), (",".join(filter(None, (row[0], "double-spend"))),) + h)
-        c.executemany(sql("INSERT INTO payments (%s) VALUES (%s)" % (", ".join(_PAYMENT_COLUMNS),
-                                                                       ", ".join("?" * len(_PAYMENT_COLUMNS)))),
-                      [(tid, v.record_id, v.digest, v.payload, now, v.issuer_kid, v.wallet_id, v.serial,
-                        v.counter, v.amount, v.currency, v.merchant_id, v.reference, v.seq, v.time, v.cursor,
-                        int(v.genuine), v.status, ",".join(v.reasons)) for v in verdicts])
+        self._insert(c, "payments", _PAYMENT_COLUMNS,
+                     [(tid, v.record_id, v.digest, v.payload, now, v.issuer_kid, v.wallet_id, v.serial,
+                       v.counter, v.amount, v.currency, v.merchant_id, v.reference, v.seq, v.time, v.cursor,
+                       int(v.genuine), v.status, ",".join(v.reasons)) for v in verdicts])
         return max_time
+
+    def _insert(self, c, table, columns, rows, suffix=""):
+        # A multi-row INSERT: at most 64 rows of 19 values, far below both
+        # databases' parameter limits.
+        one = "(%s)" % ", ".join("?" * len(columns))
+        q = "INSERT INTO %s (%s) VALUES %s%s" % (table, ", ".join(columns), ", ".join([one] * len(rows)), suffix)
+        return c.execute(self._sql(q), [x for r in rows for x in r])
 
     def _offline_limit(self, c, tid, genuine, ack):
         # A wallet's spend at this terminal over records it had not synced when
@@ -302,16 +310,19 @@ class Storage:
         with_cursor = [v for v in genuine if v.cursor is not None]
         if not with_cursor:
             return
-        spent = []   # (record id, issuer kid, wallet id, amount), ascending
         low = max(min(v.cursor for v in with_cursor), max(v.record_id for v in with_cursor) - _LOOKBACK)
+        rows = []
         if low < ack:
-            spent = [tuple(r) for r in c.execute(self._sql(
+            rows = c.execute(self._sql(
                 "SELECT record_id, issuer_kid, wallet_id, amount FROM payments WHERE terminal_id = ? "
-                "AND genuine = 1 AND record_id > ? AND record_id <= ? ORDER BY record_id"), (tid, low, ack)).fetchall()]
-        spent += sorted((v.record_id, v.issuer_kid, v.wallet_id, v.amount) for v in genuine)
+                "AND genuine = 1 AND record_id > ? AND record_id <= ?"), (tid, low, ack)).fetchall()
+        spent = {}   # (issuer kid, wallet id) -> [(record id, amount)]
+        for rid, k, w, a in rows:
+            spent.setdefault((k, w), []).append((rid, a))
+        for v in genuine:
+            spent.setdefault((v.issuer_kid, v.wallet_id), []).append((v.record_id, v.amount))
         for v in with_cursor:
-            total = sum(a for rid, k, w, a in spent
-                        if v.cursor < rid <= v.record_id and k == v.issuer_kid and w == v.wallet_id)
+            total = sum(a for rid, a in spent[(v.issuer_kid, v.wallet_id)] if v.cursor < rid <= v.record_id)
             if total > v.offline_limit:
                 v.flag("over-offline-limit")
 
@@ -351,9 +362,6 @@ class _SQLiteConn:
                 raise _Retry() from e
             raise
 
-    def executemany(self, q, rows):
-        self.c.executemany(q, rows)
-
     def commit(self):
         self.c.execute("COMMIT")
 
@@ -381,6 +389,21 @@ class PostgresStorage(Storage):
     def _begin(self, c):
         pass  # psycopg opens a transaction at the first statement
 
+    _TYPES = {"terminal_id": "text", "record_id": "bigint", "digest": "bytea", "payload": "bytea",
+              "received_at": "bigint", "issuer_kid": "text", "wallet_id": "text", "serial": "text",
+              "counter": "bigint", "amount": "bigint", "currency": "integer", "merchant_id": "text",
+              "reference": "text", "seq": "bigint", "ttime": "bigint", "cursor": "bigint",
+              "genuine": "integer", "status": "text", "reason": "text"}
+
+    def _insert(self, c, table, columns, rows, suffix=""):
+        # One array per column, unnested in order: a short statement psycopg
+        # parses and prepares once, however many rows (a multi-row VALUES is
+        # re-parsed on every call, which costs more than the insert).
+        q = "INSERT INTO %s (%s) SELECT * FROM unnest(%s)%s" % (
+            table, ", ".join(columns), ", ".join("%%b::%s[]" % self._TYPES[k] for k in columns), suffix)
+        # Binary: arrays go over as they are, not quoted and escaped as text.
+        return c.execute(q, [list(col) for col in zip(*rows)], binary=True)
+
     def _schema_lock(self, c):
         # Two receivers starting together would race on CREATE TABLE IF NOT EXISTS.
         c.execute("SELECT pg_advisory_xact_lock(7719532)")
@@ -390,18 +413,10 @@ class _PGConn:
     def __init__(self, c):
         self.c = c
 
-    def execute(self, q, args=()):
+    def execute(self, q, args=(), binary=False):
         import psycopg
         try:
-            return self.c.execute(q, args)
-        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as e:
-            raise _Retry() from e
-
-    def executemany(self, q, rows):
-        import psycopg
-        try:
-            with self.c.cursor() as cur:
-                cur.executemany(q, rows)
+            return self.c.execute(q, args, binary=binary)
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as e:
             raise _Retry() from e
 

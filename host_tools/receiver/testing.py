@@ -325,6 +325,10 @@ class AsgiClient:
     def get(self, path):
         return self.request("GET", path)
 
+    async def apost(self, path, content=b"", headers=()):
+        """post() from a coroutine, in the caller's event loop (concurrent requests)."""
+        return await self._request("POST", path, content, dict(headers))
+
     async def _request(self, method, path, content, headers):
         chunks = [content] if isinstance(content, (bytes, bytearray)) else list(content)
         hdrs = [(k.lower().encode(), v.encode()) for k, v in headers.items()]

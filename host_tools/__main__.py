@@ -54,6 +54,7 @@ COMMANDS = {
     "revoke": (_module("receiver.cli", "revoke_main"), "revoke a terminal or its certificate at the receiver"),
     "terminals": (_module("receiver.cli", "terminals_main"), "print the terminals the receiver knows, JSON lines"),
     "pki": (_module("pki"), "create the acquirer CA, server/terminal certificates, update key"),
+    "conformance": (_module("conformance"), "run a wallet through PROTOCOL.md case by case against the firmware"),
 }
 
 

@@ -10,4 +10,13 @@ from pos import app
 
 _hold = None
 gc.collect()
-app.main(board.wire)
+try:
+    app.main(board.wire)
+finally:
+    # A locked terminal never falls through to the REPL, whatever ended the
+    # app: it resets (and boots locked again). An open one (test mode, or a
+    # technician's unlock) leaves the REPL to the technician.
+    from pos import console
+    if console.current is not None and not console.current.lock.is_open():
+        import machine
+        machine.reset()

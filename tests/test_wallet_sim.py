@@ -1,10 +1,12 @@
 """The wallet simulator answers APDUs as PROTOCOL.md says, and misbehaves on demand."""
 import os
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from host_tools import wallet_sim as ws
+from host_tools.journal_dump import verify_signature
 
 
 def authorize(phone, amount=500, un=None):
@@ -68,3 +70,63 @@ def test_faults():
     replay = ws.Phone(iss, fault="replay")
     ws.run_tap(replay, ws.SELECT_APDU)
     assert authorize(replay)[0] == authorize(replay)[0]
+
+
+def _parts(phone, apdu, rounds=64):
+    # Every R-APDU of one exchange, following 61 xx and 6C xx like a terminal.
+    out, cmd = [], bytes(apdu)
+    for _ in range(rounds):
+        r = phone.transceive(cmd)
+        out.append(r)
+        if r[-2] == 0x6C and len(r) == 2:
+            cmd = cmd[:-1] + r[-1:]
+        elif r[-2] == 0x61:
+            cmd = bytes((0, 0xC0, 0, 0, r[-1]))
+        else:
+            return out
+    return out
+
+
+def test_every_fault_does_what_it_says():
+    iss = ws.Issuer()
+    with pytest.raises(ValueError):
+        ws.Phone(iss, fault="no_such_fault")
+    forged = ws.parse_credential(ws.Phone(iss, fault="bad_cred_sig").credential)
+    body = ws.Phone(iss, fault="bad_cred_sig").credential
+    assert not verify_signature("ES256", iss.public,
+                                ws.CRED_DOMAIN + body[:len(body) - len(ws.tlv(0x1F, forged["issuer_sig"]))],
+                                forged["issuer_sig"])
+    def answer(fault, **kw):
+        p = ws.Phone(iss, fault=fault, **kw)
+        ws.run_tap(p, ws.SELECT_APDU)
+        apdu, _ = ws.authorize_apdu(b"TERM0001", b"M1", 5, 978, os.urandom(16), 1, 1)
+        return _parts(p, apdu)
+    over = ws.parse_tlv(b"".join(r[:-2] for r in answer("oversize")))
+    assert len(over[0x31]) == 1025                                   # one over tag 31's bound
+    assert sum(len(r) - 2 for r in answer("flood")) > ws.MAX_RESPONSE
+    assert max(len(r) - 2 for r in answer("big_part")) > ws.MAX_PART
+    sixc = answer("sixc_data")
+    assert sixc[-1][-2] == 0x6C and len(sixc[-1]) > 2                # 6C with data
+    assert len(answer("endless_chain")) == 64 and answer("endless_chain")[-1][-2] == 0x61
+
+
+def test_chaining_options_part_size_and_exact_le():
+    iss = ws.Issuer()
+    apdu, _ = ws.authorize_apdu(b"TERM0001", b"M1", 5, 978, os.urandom(16), 1, 1)
+    rsa = ws.Issuer(alg="RS256")  # a 680-byte answer: over 512, so 61 00 comes up
+    for chunk in (1, 20, 256):
+        p = ws.Phone(rsa, chunk=chunk)
+        ws.run_tap(p, ws.SELECT_APDU)
+        rs = _parts(p, apdu, rounds=1000)
+        assert rs[-1][-2:] == b"\x90\x00" and max(len(r) - 2 for r in rs) == chunk
+    assert rs[0][-2:] == b"\x61\x00"  # 256 or more still to come
+    p = ws.Phone(iss, chunk=100, exact_le=True)
+    ws.run_tap(p, ws.SELECT_APDU)
+    rs = _parts(p, apdu)
+    assert rs[0] == b"\x6c\x64" and all(len(r) <= 102 for r in rs)
+    data = b"".join(r[:-2] for r in rs if r[-2] != 0x6C)
+    f = ws.parse_tlv(data)
+    assert int.from_bytes(f[0x32], "big") == 1  # the 6C'd AUTHORIZE and its repeat: one signature
+    ws.run_tap(p, ws.SELECT_APDU)
+    out, sw = ws.run_tap(p, apdu)  # the host's terminal loop follows 6C too
+    assert sw == b"\x90\x00" and ws.parse_tlv(out)[0x31] == p.credential

@@ -46,7 +46,7 @@ def main(path):
             continue
         if tap.get("reboot"):
             v = rules.Verifier(policy, rules.WalletTable(cap))
-            print("REBOOT", app.restore(v, journal))
+            print("REBOOT", app.restore(v, journal)[0])  # (records restored, newest time)
             continue
         req = rules.Request()
         req.amount = tap["amount"]

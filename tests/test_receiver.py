@@ -385,3 +385,41 @@ def test_ledger_cli_prints_one_json_object_per_payment(pki_dir, db_url, issuer, 
     assert cli.ledger_main(["--db", db_url, "--flagged"], out=flagged.append) == 0
     assert [json.loads(x)["record_id"] for x in flagged] == [1, 2]
     assert cli.ledger_main(["--db", "mysql://x"], out=flagged.append) == 1
+
+
+def test_a_stalled_or_dropped_body_stores_nothing(pki_dir, db_url, issuer, monkeypatch):
+    import asyncio
+    acq = Acquirer(pki_dir, db_url, [issuer])
+    term = terminal()
+    term.pay(phone(issuer), 10)
+    body = term.body()
+    app = testing.asgi_with_client_cert(acq.app, acq.cert(TID1).files["cert_pem"].read_text())
+    monkeypatch.setattr(app_mod, "BODY_TIMEOUT_S", 0.2)
+
+    def call(after_first):
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "https", "path": "/v1/upload", "raw_path": b"/v1/upload", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 443)}
+        sent, out = [], []
+
+        async def receive():
+            if not sent:
+                sent.append(1)
+                return {"type": "http.request", "body": body[:20], "more_body": True}
+            return await after_first()
+
+        async def send(m):
+            out.append(m)
+        asyncio.run(app(scope, receive, send))
+        return out[0]["status"], json.loads(out[1]["body"])
+
+    async def stall():
+        await asyncio.sleep(3600)
+
+    async def drop():
+        return {"type": "http.disconnect"}
+    assert call(stall) == (408, {"error": "timeout", "detail": "body not received within 0.2 s"})
+    assert call(drop)[0] == 400
+    assert acq.ledger() == [] and acq.db.terminals() == []
+    assert acq.sync(term)[0] == 1

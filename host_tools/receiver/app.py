@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from host_tools.receiver import checks, storage, wire
@@ -188,7 +189,10 @@ def create_app(receiver):
             try:
                 body = await asyncio.wait_for(_read_body(request, int(length)), BODY_TIMEOUT_S)
             except asyncio.TimeoutError:
-                raise Refused(408, "timeout", "body not received within %d s" % BODY_TIMEOUT_S)
+                raise Refused(408, "timeout", "body not received within %g s" % BODY_TIMEOUT_S)
+            except ClientDisconnect:
+                # The link dropped mid-body: nothing was stored; nobody reads the answer.
+                raise Refused(400, "malformed", "the client went away before its body was complete")
             out = await run_in_threadpool(receiver.ingest, ident, body)
         except Refused as e:
             return _error(e.status, e.error, e.detail, **e.extra)

@@ -8,7 +8,7 @@ import random
 import uuid
 
 import pytest
-from host_tools import pki, records
+from host_tools import pki
 from host_tools import wallet_sim as ws
 from host_tools.receiver import app as app_mod, cli, config, storage, testing, wire
 

@@ -13,7 +13,7 @@ BOARD = ROOT / "boards" / "unix"
 SESSION = ROOT / "tests" / "mp" / "uplink_session.py"
 TID = "5445524d30303031"
 FAST = {"connect_ms": 1000, "tls_ms": 3000, "io_ms": 700, "exchange_ms": 4000,
-        "backoff_ms": [100, 400], "poll_ms": 20, "quiet_ms": 0}
+        "backoff_ms": [100, 400], "poll_ms": 20, "quiet_ms": 0, "time_refresh_s": 0}
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,14 @@ def test_task_uploads_when_the_link_is_up_and_the_terminal_quiet(tmp_path, pki, 
     assert res[5]["exchanges"] == 0
     # Then the backlog goes, batch after batch, without anyone calling sync().
     assert res[6]["cursor"] == 70 and res[6]["exchanges"] >= 2 and res[6]["failures"] == 0
+
+
+def test_same_content_is_verified_only_when_the_time_is_wanted(tmp_path, pki, rcv):
+    # Each verify is an ES256 check (150-430 ms on the ESP32): a bundle with
+    # the held version is checked for its time only when the last one is old.
+    rcv.script = [{}, {"bundle": {"time": rcv.time + 60}}, {"bundle": {"time": rcv.time + 90}},
+                  {"bundle": {"version": 2, "time": rcv.time + 120}}, {"bundle": {"version": 2, "nonce": "00" * 16}}]
+    res, out = session(tmp_path, pki, rcv.url, [{"do": "sync"}] * 5, opts={"time_refresh_s": 3600})
+    assert [r["verified"] for r in res] == [1, 1, 1, 2, 2], out
+    assert [r["acq"] for r in res] == [rcv.time] * 3 + [rcv.time + 120] * 2
+    assert res[3]["bundles"] == [1, 2] and "bundle refused: nonce" in out  # still checked, unverified

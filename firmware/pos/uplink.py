@@ -247,6 +247,37 @@ class _Paced(io.IOBase):
         return -_EINVAL
 
 
+def build(journal, buf, nonce, version, limit, log=print):
+    """The request body (docs/upload.md section 2) into buf: the records after
+    the journal's cursor, in order, up to 64 of them and `limit` bytes.
+    Returns (length, after, count, last id sent). Synchronous on purpose: the
+    journal's generator is opened and dropped here with no await in between,
+    since the charge path appends to the journal."""
+    mv = memoryview(buf)
+    after = journal.cursor()
+    mv[0:4] = _MAGIC
+    mv[4:20] = nonce
+    struct.pack_into(">II", buf, 20, version, after)
+    p, count, last = _HEAD, 0, after
+    errors = journal.read_errors
+    for rid, payload in journal.records(after + 1):
+        n = len(payload)
+        if not 0 < n <= _MAX_PAYLOAD:
+            log("UPLINK record %d of %d bytes skipped: not a payment record" % (rid, n))
+            continue
+        if count == _MAX_COUNT or p + 6 + n > limit:
+            break
+        struct.pack_into(">IH", buf, p, rid, n)
+        mv[p + 6:p + 6 + n] = payload
+        p += 6 + n
+        count += 1
+        last = rid
+    if journal.read_errors != errors:
+        log("UPLINK journal read errors while batching: %d" % (journal.read_errors - errors))
+    struct.pack_into(">H", buf, 28, count)
+    return p, after, count, last
+
+
 def _ready(s, ev):
     # Wait until stream s can make progress in direction ev (Stream's way).
     yield (asyncio.core._io_queue.queue_read if ev == _POLLIN else asyncio.core._io_queue.queue_write)(s)
@@ -291,7 +322,8 @@ class Uplink:
     def __init__(self, journal, cfg, store, clock, link_up, idle, on_ack=None, on_bundle=None,
                  set_rtc=None, log=print, connect_ms=10000, tls_ms=30000, io_ms=15000,
                  exchange_ms=60000, backoff_ms=(2000, 300000), interval_ms=600000,
-                 poll_ms=1000, quiet_ms=5000, batch_bytes=RESPONSE_MAX, pace=True):
+                 poll_ms=1000, quiet_ms=5000, time_refresh_s=1800, batch_bytes=RESPONSE_MAX,
+                 pace=True):
         up = cfg.get("uplink")
         if not isinstance(up, dict):
             raise UplinkError("no uplink config")
@@ -305,6 +337,7 @@ class Uplink:
         self.on_ack, self.on_bundle, self.set_rtc, self.log = on_ack, on_bundle, set_rtc, log
         self.connect_ms, self.tls_ms, self.io_ms, self.exchange_ms = connect_ms, tls_ms, io_ms, exchange_ms
         self.interval_ms, self.poll_ms, self.quiet_ms, self.pace = interval_ms, poll_ms, quiet_ms, pace
+        self.time_refresh_s = time_refresh_s  # verify a same-version bundle for its time only this often
         self.backoff = Backoff(backoff_ms[0], backoff_ms[1])
         self.batch_bytes = min(batch_bytes, RESPONSE_MAX)
         hp = self.host if ":" not in self.host else "[" + self.host + "]"
@@ -400,37 +433,11 @@ class Uplink:
 
     # -- one exchange --------------------------------------------------------------
 
-    def _build(self, nonce):
-        # The request body into self._buf, synchronously (the journal's
-        # generator is opened and dropped here, no await in between).
-        buf, mv = self._buf, self._mv
-        after = self.journal.cursor()
-        mv[0:4] = _MAGIC
-        mv[4:20] = nonce
-        struct.pack_into(">II", buf, 20, self.store.version, after)
-        p, count, last, end = _HEAD, 0, after, self.batch_bytes
-        errors = self.journal.read_errors
-        for rid, payload in self.journal.records(after + 1):
-            n = len(payload)
-            if not 0 < n <= _MAX_PAYLOAD:
-                self.log("UPLINK record %d of %d bytes skipped: not a payment record" % (rid, n))
-                continue
-            if count == _MAX_COUNT or p + 6 + n > end:
-                break
-            struct.pack_into(">IH", buf, p, rid, n)
-            mv[p + 6:p + 6 + n] = payload
-            p += 6 + n
-            count += 1
-            last = rid
-        if self.journal.read_errors != errors:
-            self.log("UPLINK journal read errors while batching: %d" % (self.journal.read_errors - errors))
-        struct.pack_into(">H", buf, 28, count)
-        return p, after, count, last
-
     async def _exchange(self):
         self._check_idle()
         nonce = os.urandom(16)
-        length, after, count, last = self._build(nonce)
+        length, after, count, last = build(self.journal, self._buf, nonce, self.store.version,
+                                           self.batch_bytes, self.log)
         t0 = time.ticks_ms()
         self._deadline = time.ticks_add(t0, self.exchange_ms)
         await self._open()
@@ -480,10 +487,14 @@ class Uplink:
                 s = bytes.fromhex(sig)
             except ValueError:
                 raise BundleError("malformed")
-            b = self.store.check(text.encode(), s, nonce)
+            age = self.clock.offline_age()
+            b = self.store.check(text.encode(), s, nonce,
+                                 need_time=age is None or age >= self.time_refresh_s)
         except BundleError as e:
             self.log("UPLINK bundle refused: %s (kept version %d)" % (e.args[0], self.store.version))
             return
+        if b is None:
+            return  # same content, and the clock had a recent acquirer time: no verify spent
         self.clock.set_acquirer(b.time)
         if not self.store.is_new(b):
             return

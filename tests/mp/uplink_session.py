@@ -40,6 +40,9 @@ def boot():
     st.clock.load()
     st.store = Store("/flash", bytes.fromhex(CFG["update_key"]), CFG["terminal_id"], log=log)
     st.store.load()
+    if SC.get("warm"):  # what the app does at boot: the update key's table, pinned
+        from pos import sig
+        sig.warm("ES256", bytes.fromhex(CFG["update_key"]), True)
     st.acks = []
     st.bundles = []
     st.idle = True
@@ -60,7 +63,8 @@ def report(st, i, extra):
     r = {"step": i, "cursor": st.j.cursor(), "pending": st.j.pending(), "next": st.j.next_rid(),
          "acks": st.acks, "bundles": st.bundles, "version": st.store.version,
          "acq": st.clock.acquirer_time(), "now": st.clock.now(), "err": st.up.last_error,
-         "failures": st.up.failures, "exchanges": st.up.exchanges}
+         "failures": st.up.failures, "exchanges": st.up.exchanges,
+         "verified": st.store.verified}
     r.update(extra)
     print("R " + json.dumps(r))
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import native
 from conftest import WYCHEPROOF, run_mp
 
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -30,10 +31,13 @@ N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 # optional 5th field), its warm one (after warm()) and its pinned one (the
 # wider table of warm(pin=True)) do not all agree, or verify_pair() on this
 # vector and the one before it does not answer as verify() did.
+# The ES256 field arithmetic runs on the backend named (pos.p256.use): both are
+# tested, and the driver fails unless the one asked for is the one in use.
 DRIVER = """
 import binascii
 from pos import p256
 from pos.sig import verify, verify_pair, warm
+assert p256.use(%r) == %r, "backend not available"
 errors = []
 last = None  # (args, answer) of the previous vector, to check verify_pair on
 print("RESULT ", end="")
@@ -69,13 +73,26 @@ for e in errors[:10]:
 """
 
 
-def run_vectors(tmp_path, vectors):
+BACKENDS = ("mpz", "native")
+
+
+@pytest.fixture(scope="session")
+def native_dir(tmp_path_factory):
+    return native.build(tmp_path_factory.mktemp("native"))
+
+
+def backend_run(backend, native_dir):
+    """run_mp's keyword arguments for a driver on `backend`."""
+    return {"path": [native_dir], "heap": native.HEAP} if backend == "native" else {}
+
+
+def run_vectors(tmp_path, vectors, backend="mpz", native_dir=None):
     """vectors: list of (alg, key, msg, sig, expected bool, label). Returns mismatching labels."""
     path = tmp_path / "vectors.txt"
     path.write_text("".join("%s|%s|%s|%s%s\n" % (v[0], v[1].hex(), v[2].hex(), v[3].hex(),
                                                  "|" + v[6].hex() if len(v) > 6 else "")
                             for v in vectors))
-    r = run_mp(DRIVER % str(path))
+    r = run_mp(DRIVER % (backend, backend, str(path)), **backend_run(backend, native_dir))
     assert r.returncode == 0, r.stdout + r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, r.stdout + r.stderr
@@ -98,7 +115,8 @@ def load(name):
 # --- Wycheproof -------------------------------------------------------------
 
 
-def test_wycheproof_ecdsa_p256(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wycheproof_ecdsa_p256(tmp_path, backend, native_dir):
     data = load("ecdsa_secp256r1_sha256_p1363_test.json")
     vectors = []
     for g in data["testGroups"]:
@@ -111,7 +129,7 @@ def test_wycheproof_ecdsa_p256(tmp_path):
             vectors.append(("ES256", key, msg, sig, expect, label))
             vectors.append(("ES256", compress(key), msg, sig, expect, label + " (compressed key)"))
     assert len(vectors) >= 2 * 250
-    assert run_vectors(tmp_path, vectors) == []
+    assert run_vectors(tmp_path, vectors, backend, native_dir) == []
 
 
 @pytest.mark.parametrize("name", ["rsa_signature_2048_sha256_test.json", "rsa_signature_3072_sha256_test.json"])
@@ -215,7 +233,8 @@ def rsa_cases(rnd, nkeys):
 
 
 
-def test_random_against_cryptography(tmp_path):
+@pytest.fixture(scope="module")
+def random_vectors():
     rnd = random.Random(1234)
     vectors = ec_cases(rnd, 80) + rsa_cases(rnd, 12)
     assert len(vectors) >= 1000
@@ -232,7 +251,14 @@ def test_random_against_cryptography(tmp_path):
     assert hinted > 200
     assert sum(v[4] for v in vectors) > 300  # plenty of genuinely valid signatures
     rnd.shuffle(vectors)  # interleave keys: exercises the LRU key cache
-    assert run_vectors(tmp_path, vectors) == []
+    return vectors
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_against_cryptography(tmp_path, random_vectors, backend, native_dir):
+    # RSA does not depend on the backend: the native run checks ES256 only.
+    vectors = [v for v in random_vectors if backend == "mpz" or v[0] == "ES256"]
+    assert run_vectors(tmp_path, vectors, backend, native_dir) == []
 
 
 # --- malformed input --------------------------------------------------------------

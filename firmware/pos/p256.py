@@ -17,6 +17,12 @@
 # small LRU keeps it, so the wallet's next verify needs only _L doublings.
 # A credential may carry the issuer's 2^64 Q, 2^128 Q, 2^192 Q ("hints",
 # PROTOCOL.md): a first verify then needs 64 doublings instead of 256.
+#
+# Table entries are affine x || y, 32 bytes little-endian each. The field
+# arithmetic of the two hot loops (the accumulator, _run, and the table
+# builder, _table) has two backends behind use(): big ints ("mpz", here) and
+# viper code ("native", pos.p256_native), several times faster on a 32-bit
+# chip but not on the unix port; the board chooses.
 from micropython import const
 
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
@@ -46,6 +52,26 @@ _cache = []  # [key bytes, affine Q table], most recent first
 _pinned = []  # [key bytes, affine Q table] of pinned keys, never evicted
 _spare = []  # tables the LRU let go of, reused: no new long-lived blocks once it is full
 _gtab = None
+_native = None  # pos.p256_native while the native backend is in use
+
+
+def use(backend):
+    """Select the field arithmetic: "native" (viper) or "mpz" (big ints).
+    Returns the one in use. "native" needs a port that runs viper code for its
+    architecture and an engine that passes its known-answer check; when it
+    cannot load (no native emitter, another arch, no memory for the code), this
+    stays on "mpz" and says so: it never raises for that."""
+    global _native
+    _native = None
+    if backend == "native":
+        try:
+            from pos import p256_native
+
+            if p256_native.init():
+                _native = p256_native
+        except (ImportError, SyntaxError, ValueError, MemoryError, NotImplementedError):
+            pass
+    return "native" if _native is not None else "mpz"
 
 
 def _inv(a, m):
@@ -115,6 +141,8 @@ def _table(x, y, chunks=_C, bases=None, w=Q_WINDOW, out=None):
     """Affine odd multiples d*2^(k*_L)*Q for k < chunks, x||y 64 bytes each, in
     the G table's layout. With `bases` (affine points for chunks 1.., e.g. the
     issuer's hints) chunk k starts at bases[k-1] instead of doubling up to it."""
+    if _native is not None:
+        return _native.table(x, y, chunks, bases, w, out, _L)
     p = _P
     h = 1 << (w - 2)  # odd multiples per chunk
     # One bytearray per key rather than 64 ints: long-lived ints scattered
@@ -188,8 +216,8 @@ def _table(x, y, chunks=_C, bases=None, w=Q_WINDOW, out=None):
             i = k * h + j
             z2 = zi * zi % p
             o = 64 * i
-            out[o : o + 32] = (xs[i] * z2 % p).to_bytes(32, "big")
-            out[o + 32 : o + 64] = (ys[i] * (z2 * zi % p) % p).to_bytes(32, "big")
+            out[o : o + 32] = (xs[i] * z2 % p).to_bytes(32, "little")
+            out[o + 32 : o + 64] = (ys[i] * (z2 * zi % p) % p).to_bytes(32, "little")
             if j:
                 zi = zi * es[k * (h - 1) + j - 1] % p
     return out
@@ -331,6 +359,16 @@ def _run(sched, tabs, r):
         return False
     sched.sort(reverse=True)
     sched.append(_END)
+    if _native is not None:
+        ok = _native.run(sched, tabs, r)
+        if ok is not None:
+            return ok
+        # A degenerate addition (the accumulator met +-the point it added):
+        # the loop below handles those.
+    return _run_mpz(sched, tabs, r)
+
+
+def _run_mpz(sched, tabs, r):
     p = _P
     fb = int.from_bytes
     X = Y = Z = 0  # Z == 0: point at infinity
@@ -351,8 +389,8 @@ def _run(sched, tabs, r):
             break
         i = (c & _IDX) << 6
         m = tabs[(c & _TAB) >> 9]
-        x2 = fb(m[i : i + 32], "big")
-        y2 = fb(m[i + 32 : i + 64], "big")
+        x2 = fb(m[i : i + 32], "little")
+        y2 = fb(m[i + 32 : i + 64], "little")
         if c & _NEG:
             y2 = p - y2
         if not Z:
@@ -410,9 +448,12 @@ def hints_match(pub, hints):
     hints = bytes(hints)
     h = 1 << (_window(t) - 2)
     step = 64 // _L  # chunks per 64 bits
+    fb = int.from_bytes
     for k in range(1, _HINTS + 1):
         o = 64 * h * step * k  # first entry of chunk step*k: 2^(64k) Q
-        if t[o:o + 64] != hints[65 * (k - 1) + 1:65 * k]:
+        a = 65 * (k - 1) + 1
+        if fb(t[o:o + 32], "little") != fb(hints[a:a + 32], "big") or \
+                fb(t[o + 32:o + 64], "little") != fb(hints[a + 32:a + 64], "big"):
             return False
     return True
 

@@ -33,11 +33,18 @@ def compressed(pub):
     return bytes([2 + (pub[64] & 1)]) + pub[1:33]
 
 
+def sec1(entry):
+    # A table entry (affine x || y, little-endian) as an uncompressed SEC1 point.
+    x = int.from_bytes(entry[:32], "little")
+    y = int.from_bytes(entry[32:64], "little")
+    return b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
+
+
 def g_multiples():
     # Distinct valid public keys without a key generator: the odd multiples
     # of G that the Q-table builder produces for G itself.
     t = p256._table(GX, GY)
-    return [b"\x04" + t[o : o + 64] for o in range(0, len(t), 64)]
+    return [sec1(t[o : o + 64]) for o in range(0, len(t), 64)]
 
 
 def fresh():
@@ -100,7 +107,7 @@ def test_table_matches_decoded_point():
     fresh()
     pub = g_multiples()[3]
     t = p256.key_table(pub)
-    assert bytes(t[:64]) == pub[1:]
+    assert sec1(t[:64]) == pub
     t3 = p256._table(GX, GY)
     per_chunk = 1 << (p256.Q_WINDOW - 2)
     # 2^L * G is the first entry of G's chunk 1 in the committed G table.
@@ -116,7 +123,7 @@ def hints_of(pub):
     t = p256._table(*p256.decode_point(pub))
     from pos import p256_gtab
     per = (1 << (p256.Q_WINDOW - 2)) * (64 // p256_gtab.L)
-    return b"".join(b"\x04" + t[64 * per * k:64 * per * k + 64] for k in (1, 2, 3))
+    return b"".join(sec1(t[64 * per * k:64 * per * k + 64]) for k in (1, 2, 3))
 
 
 def test_with_hints_a_cold_verify_is_cut_and_bad_hints_fail_it():

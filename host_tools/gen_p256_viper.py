@@ -1,0 +1,337 @@
+"""Generate firmware/pos/p256_viper.py: P-256 field arithmetic in @micropython.viper.
+
+The generated module holds one viper function, run(n, ws), an interpreter for
+small programs of field operations on 256-bit values kept as 16 little-endian
+16-bit limbs in a workspace bytearray (layout: the constants below). The
+multiplication is unrolled with constant offsets, because the viper emitter
+keeps only two locals in registers and every other local costs a load and a
+store; those two registers hold the row's multiplier limb and a pointer.
+
+  products  a[i]*b[j] < 2^32 are stored as 32-bit words in T; the column sums
+            then add their 16-bit halves (read back through a 16-bit view, which
+            needs a little-endian machine), so nothing overflows 32 bits and no
+            carry is propagated until the end.
+  reduction the 32 column sums c_k (unnormalised, < 2^21) are folded with the
+            NIST P-256 word identities (FIPS 186-4 D.2.3, here per 16-bit half
+            word) into 16 signed limbs, then one carry pass; the top carry is
+            estimated first and folded in with 2^256 = 2^224 - 2^192 - 2^96 + 1
+            (mod p), and the rare remainder is folded by a second pass.
+  values    are "lazy": any 256-bit number congruent to the result, not
+            necessarily < p. Inputs may be anything below 2^256.
+
+Ops are 8 bytes [op, a, b, c, k1, s1, k2, s2] (k signed bytes):
+  0 END   repeat the program (n >> 16) times in all, then return
+  1 MUL   V[a] = columns of slot b * slot c        (a: 0 -> V1, 1 -> V2)
+  2 SQR   V[a] = columns of slot b ^ 2
+  3 COMB  V1 += b * V2                              (b signed, |b| <= 8)
+  4 RED   slot a = b * reduce(V1) + k1*slot s1 + k2*slot s2   (|b| <= 3)
+  5 LIN   slot a = k1*slot s1 + k2*slot s2                    (|k| <= 8)
+  6 CAN   slot a = slot a mod p, canonical (below p)
+
+Run:  .venv/bin/python host_tools/gen_p256_viper.py  (rewrites the module; commit it)
+"""
+import sys
+from pathlib import Path
+
+P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+N_LIMBS = 16
+
+# Workspace layout (byte offsets). T first: its offsets must stay small (the
+# xtensa loads and stores take at most 255 units of offset).
+T_OFF = 0  # 256 products, 32-bit
+V1_OFF = 1024  # 32 column sums
+V2_OFF = 1152
+R_OFF = 1280  # 16 signed limbs before the carry pass
+SLOTS_OFF = 1344
+N_SLOTS = 24
+PROG_OFF = SLOTS_OFF + 32 * N_SLOTS
+MAX_COMB = 8
+MAX_SCALE = 3
+MAX_K = 8
+# Every word the engine stores is kept non-negative and below 2^31, so it reads
+# back the same through a 32-bit load on a 32- or a 64-bit machine (the unix
+# port zero-extends): column sums carry a bias BV, and the signed limbs before
+# the carry pass get BR[m], the limbs of a multiple of p, added.
+BV = 1 << 25  # > MAX_COMB * the largest column sum
+
+
+def nist_matrix():
+    """M[w][j]: result word w = sum_j M[w][j] * c_j (32-bit words c_0..c_15 of a
+    512-bit number), the NIST fast reduction s1 + 2s2 + 2s3 + s4 + s5 - s6 - s7 - s8 - s9."""
+    M = [[0] * 16 for _ in range(8)]
+
+    def add(coef, words):  # words listed from word 7 down to word 0
+        for w, j in zip(range(7, -1, -1), words):
+            if j is not None:
+                M[w][j] += coef
+
+    z = None
+    add(1, [7, 6, 5, 4, 3, 2, 1, 0])
+    add(2, [15, 14, 13, 12, 11, z, z, z])
+    add(2, [z, 15, 14, 13, 12, z, z, z])
+    add(1, [15, 14, z, z, z, 10, 9, 8])
+    add(1, [8, 13, 15, 14, 13, 11, 10, 9])
+    add(-1, [10, 8, z, z, z, 13, 12, 11])
+    add(-1, [11, 9, z, z, 15, 14, 13, 12])
+    add(-1, [12, z, 10, 9, 8, 15, 14, 13])
+    add(-1, [13, z, 11, 10, 9, z, 15, 14])
+    # The identity behind it: 2^(32j) = sum_w M[w][j] 2^(32w) (mod p) for every j.
+    for j in range(16):
+        assert (sum(M[w][j] << (32 * w) for w in range(8)) - (1 << (32 * j))) % P == 0, j
+    return M
+
+
+class Src:
+    def __init__(self):
+        self.lines = []
+        self.ind = 0
+
+    def __call__(self, s):
+        self.lines.append("    " * self.ind + s)
+
+    def block(self):
+        src = self
+
+        class B:
+            def __enter__(self):
+                src.ind += 1
+
+            def __exit__(self, *a):
+                src.ind -= 1
+
+        return B()
+
+
+def chain(terms):
+    """A sum expression of (sign, text) terms, a positive one first."""
+    terms = sorted(terms, key=lambda t: t[0] < 0)
+    assert terms and terms[0][0] > 0
+    out = terms[0][1]
+    for s, t in terms[1:]:
+        out += (" + " if s > 0 else " - ") + t
+    return out
+
+
+def mul_products(o, square):
+    # Row i: the multiplier limb a[i] in the register local `ai`, b in the
+    # register pointer `b`, products to T[16 i + j].
+    for i in range(N_LIMBS):
+        o("ai = ptr16(A)[%d]" % i)
+        for j in range(i if square else 0, N_LIMBS):
+            o("ptr32(T)[%d] = b[%d] * ai" % (16 * i + j, j))
+
+
+def column_sums(o, square):
+    # Two passes of 8 rows, b pointing at each pass's products, so every
+    # 16-bit offset stays below 256. Column k collects the low halves of the
+    # products at i + j = k and the high halves of those at i + j = k - 1.
+    touched = set()
+    for half in range(2):
+        o("b = ptr16(T + %d)" % (512 * half))
+        cols = {}
+        for i in range(8 * half, 8 * half + 8):
+            for j in range(i if square else 0, N_LIMBS):
+                idx = 2 * (16 * (i - 8 * half) + j)
+                kind = "sq" if (square and i == j) else "x"
+                cols.setdefault(i + j, []).append((kind, "b[%d]" % idx))
+                cols.setdefault(i + j + 1, []).append((kind, "b[%d]" % (idx + 1)))
+        for k in sorted(cols):
+            xs = [t for kind, t in cols[k] if kind == "x"]
+            sq = [t for kind, t in cols[k] if kind == "sq"]
+            parts = (["((%s) << 1)" % " + ".join(xs)] if square and xs else xs) + sq
+            expr = " + ".join(parts)
+            expr += (" + ptr32(Vb)[%d]" % k) if k in touched else " + %d" % BV
+            touched.add(k)
+            o("ptr32(Vb)[%d] = %s" % (k, expr))
+    assert touched == set(range(32)), sorted(set(range(32)) - touched)
+
+
+def reduction(o, M, BR):
+    # R[2w+e] = scale * sum_j M[w][j] * V[2j+e] + BR; V read through `ai`,
+    # each V carrying the bias BV, taken off as one constant per limb.
+    for w in range(8):
+        for e in range(2):
+            terms = []
+            for j in range(16):
+                c = M[w][j]
+                terms += [(1 if c > 0 else -1, "ptr32(ai)[%d]" % (2 * j + e))] * abs(c)
+            bias = BV * sum(M[w])
+            unbias = (" - %d" % bias if bias > 0 else " + %d" % -bias) if bias else ""
+            o("ptr32(Rb)[%d] = (%s%s) * s + %d" % (2 * w + e, chain(terms), unbias, BR[2 * w + e]))
+
+
+def bounds(M):
+    """(largest |signed limb| before the bias, BR): checks that every word the
+    engine computes fits a signed 32-bit int and every stored one is >= 0."""
+    col = 31 * 0xFFFF  # most half-products in one column (16 low + 15 high halves)
+    assert BV > MAX_COMB * col  # V1 + c V2 + BV >= 0
+    v = (1 + MAX_COMB) * col  # |V1 + c V2|
+    r = max(sum(abs(c) for c in row) for row in M) * v * MAX_SCALE + 2 * MAX_K * 0xFFFF
+    # BR: limbs of a multiple of p, each at least base > r, and base + 2^16 a
+    # viper immediate (a small int on a 32-bit port: below 2^30).
+    base = (r // (1 << 24) + 2) << 24
+    assert base + 0x10000 < 1 << 30
+    ones = sum(base << (16 * m) for m in range(N_LIMBS))
+    n = -(-ones // P) * P
+    d = n - ones
+    assert 0 <= d < 1 << 256
+    BR = [base + ((d >> (16 * m)) & 0xFFFF) for m in range(N_LIMBS)]
+    assert sum(b << (16 * m) for m, b in enumerate(BR)) % P == 0
+    top = base + 0x10000 + r  # largest stored limb; the carry pass adds < 2^16
+    assert top + (1 << 16) < 1 << 31 and base - r > 1 << 16
+    # Largest word the column sums and the combination make.
+    assert col + BV + MAX_COMB * (col + BV) < 1 << 31
+    return r, BR
+
+
+def generate():
+    M = nist_matrix()
+    r_max, BR = bounds(M)
+    o = Src()
+    o("# Generated by host_tools/gen_p256_viper.py -- do not edit. See that file for the method.")
+    o("# P-256 field arithmetic in viper: run(n, ws) interprets field-op programs in the workspace")
+    o("# ws (a bytearray of WS_SIZE bytes); n = program offset | repeat count << 16.")
+    o("# Largest |signed limb| before the bias BR: %d; BR[m] >= %d." % (r_max, min(BR)))
+    o("import micropython")
+    o("from micropython import const")
+    o("")
+    for name, val in (("T_OFF", T_OFF), ("V1_OFF", V1_OFF), ("V2_OFF", V2_OFF), ("R_OFF", R_OFF),
+                      ("SLOTS_OFF", SLOTS_OFF), ("N_SLOTS", N_SLOTS), ("PROG_OFF", PROG_OFF)):
+        o("%s = const(%d)" % (name, val))
+    o("OP_END = const(0)")
+    o("OP_MUL = const(1)")
+    o("OP_SQR = const(2)")
+    o("OP_COMB = const(3)")
+    o("OP_RED = const(4)")
+    o("OP_LIN = const(5)")
+    o("OP_CAN = const(6)")
+    o("")
+    o("")
+    o("@micropython.viper")
+    o("def run(ai: int, b: ptr16):")
+    with o.block():
+        o('"""Run the program at PROG_OFF + (ai & 0xFFFF) in workspace b, (ai >> 16) times."""')
+        o("w = int(b)")
+        o("start = w + PROG_OFF + (ai & 0xFFFF)")
+        o("cnt = ai >> 16")
+        o("pc = start")
+        o("T = w + T_OFF")
+        o("Rb = w + R_OFF")
+        o("S0 = w + SLOTS_OFF")
+        o("while True:")
+        with o.block():
+            o("p = ptr8(pc)")
+            o("op = p[0]")
+            o("if op == OP_END:")
+            with o.block():
+                o("cnt -= 1")
+                o("if cnt <= 0:")
+                with o.block():
+                    o("break")
+                o("pc = start")
+                o("continue")
+            o("pc += 8")
+            o("if op == OP_MUL:")
+            with o.block():
+                o("A = S0 + (p[2] << 5)")
+                o("Vb = w + V1_OFF + (p[1] << 7)")
+                o("b = ptr16(S0 + (p[3] << 5))")
+                mul_products(o, False)
+                column_sums(o, False)
+            o("elif op == OP_SQR:")
+            with o.block():
+                o("A = S0 + (p[2] << 5)")
+                o("Vb = w + V1_OFF + (p[1] << 7)")
+                o("b = ptr16(A)")
+                mul_products(o, True)
+                column_sums(o, True)
+            o("elif op == OP_COMB:")
+            with o.block():
+                o("c = p[2]")
+                o("if c > 127:")
+                with o.block():
+                    o("c -= 256")
+                o("cb = c * %d" % BV)
+                o("ai = w + V1_OFF")
+                o("b = ptr16(w + V2_OFF)")
+                for k in range(32):
+                    o("ptr32(ai)[%d] = ptr32(b)[%d] * c + ptr32(ai)[%d] - cb" % (k, k, k))
+            o("elif op == OP_CAN:")
+            with o.block():
+                o("# A lazy value is below 2^256 < 2p: subtract p once if that does not borrow.")
+                o("b = ptr16(S0 + (p[1] << 5))")
+                o("ai = Rb")
+                o("c = b[0] - %d" % (P & 0xFFFF))
+                o("ptr16(ai)[0] = c")
+                for m in range(1, N_LIMBS):
+                    o("c = (c >> 16) + b[%d] - %d" % (m, (P >> (16 * m)) & 0xFFFF))
+                    o("ptr16(ai)[%d] = c" % m)
+                o("if not (c >> 16):")
+                with o.block():
+                    for m in range(N_LIMBS):
+                        o("b[%d] = ptr16(ai)[%d]" % (m, m))
+            o("else:")
+            with o.block():
+                o("if op == OP_RED:")
+                with o.block():
+                    o("s = p[2]")
+                    o("if s > 127:")
+                    with o.block():
+                        o("s -= 256")
+                    o("ai = w + V1_OFF")
+                    reduction(o, M, BR)
+                o("else:")
+                with o.block():
+                    for m in range(N_LIMBS):
+                        o("ptr32(Rb)[%d] = %d" % (m, BR[m]))
+                o("t = 4")
+                o("while t <= 6:")
+                with o.block():
+                    o("k = p[t]")
+                    o("if k:")
+                    with o.block():
+                        o("if k > 127:")
+                        with o.block():
+                            o("k -= 256")
+                        o("ai = k")
+                        o("b = ptr16(S0 + (p[t + 1] << 5))")
+                        for m in range(N_LIMBS):
+                            o("ptr32(Rb)[%d] = b[%d] * ai + ptr32(Rb)[%d]" % (m, m, m))
+                    o("t += 2")
+                # Normalise R into the destination slot: fold the top carry's
+                # estimate e with 2^256 = 2^224 - 2^192 - 2^96 + 1 inside the
+                # carry pass (so no stored word goes negative); what is left
+                # above 2^256 is 0 or 1 (then the value is below 2^256 + 2^242).
+                o("ai = Rb")
+                o("b = ptr16(S0 + (p[1] << 5))")
+                o("e = (ptr32(ai)[15] + (ptr32(ai)[14] >> 16)) >> 16")
+                fold = {0: " + e", 6: " - e", 12: " - e", 14: " + e", 15: " - (e << 16)"}
+                o("c = ptr32(ai)[0] + e")
+                o("b[0] = c")
+                for m in range(1, N_LIMBS):
+                    o("c = (c >> 16) + ptr32(ai)[%d]%s" % (m, fold.get(m, "")))
+                    o("b[%d] = c" % m)
+                o("if c >> 16:")
+                with o.block():
+                    o("# 2^256 <= value < 2^256 + 2^242: take p off (add 2^256 - p, drop 2^256).")
+                    q = (1 << 256) - P
+                    o("c = b[0] + %d" % (q & 0xFFFF))
+                    o("b[0] = c")
+                    for m in range(1, N_LIMBS):
+                        o("c = (c >> 16) + b[%d] + %d" % (m, (q >> (16 * m)) & 0xFFFF))
+                        o("b[%d] = c" % m)
+    o("")
+    o("")
+    o("WS_SIZE = const(%d)  # workspace bytes before the programs" % PROG_OFF)
+    return "\n".join(o.lines) + "\n"
+
+
+def main(path=None):
+    path = Path(path or Path(__file__).resolve().parents[1] / "firmware" / "pos" / "p256_viper.py")
+    src = generate()
+    path.write_text(src)
+    print("wrote %s (%d lines)" % (path, src.count("\n")))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

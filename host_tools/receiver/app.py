@@ -123,12 +123,18 @@ class Receiver:
         # the storing only. Records this process has seen acknowledged are
         # skipped; any other the transaction finds new is checked there.
         known = max(up.after, self._acked.get(tid, 0))
-        early = {rid: check(rid, payload, tid_bytes, now, merchant) for rid, payload in up.records if rid > known}
+        early = {}
+        for rid, payload in up.records:
+            if rid > known:
+                v = check(rid, payload, tid_bytes, now, merchant)
+                early[rid] = (v, tuple(v.reasons))
 
         def verdict(rid, payload):
-            v = early.get(rid)
-            # A copy: the transaction adds flags, and may be retried.
-            return v.copy() if v is not None else check(rid, payload, tid_bytes, now, merchant)
+            if rid not in early:
+                return check(rid, payload, tid_bytes, now, merchant)
+            v, reasons = early[rid]
+            v.reasons = list(reasons)  # the transaction adds flags, and may be retried
+            return v
         try:
             ack = self.db.ingest(tid, ident.fingerprint, up, verdict, now)
         except storage.Revoked as e:

@@ -32,13 +32,6 @@ class Verdict:
         self.reasons = []
         self.detail = ""
 
-    def copy(self):
-        v = Verdict.__new__(Verdict)
-        for k in self.__slots__:
-            setattr(v, k, getattr(self, k))
-        v.reasons = list(self.reasons)
-        return v
-
     def flag(self, reason):
         if reason not in self.reasons:
             self.reasons.append(reason)

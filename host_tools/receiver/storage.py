@@ -43,7 +43,6 @@ _SCHEMA = [
         issuer_kid TEXT NOT NULL, wallet_id TEXT NOT NULL, counter BIGINT NOT NULL,
         terminal_id TEXT NOT NULL, record_id BIGINT NOT NULL,
         PRIMARY KEY (issuer_kid, wallet_id, counter))""",
-    "CREATE INDEX IF NOT EXISTS spends_by_record ON spends (terminal_id, record_id)",
     """CREATE TABLE IF NOT EXISTS revoked (
         kind TEXT NOT NULL, value TEXT NOT NULL, reason TEXT NOT NULL, at BIGINT NOT NULL,
         PRIMARY KEY (kind, value))""",

@@ -423,3 +423,13 @@ def test_a_stalled_or_dropped_body_stores_nothing(pki_dir, db_url, issuer, monke
     assert call(drop)[0] == 400
     assert acq.ledger() == [] and acq.db.terminals() == []
     assert acq.sync(term)[0] == 1
+
+
+def test_missing_postgresql_skips_here_but_fails_in_ci(monkeypatch):
+    monkeypatch.setattr(testing, "pg_bin_dir", lambda: None)
+    monkeypatch.delenv(testing.REQUIRE_PG, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="POS_REQUIRE_PG=1"):
+        testing.postgres_for_tests()
+    monkeypatch.setenv(testing.REQUIRE_PG, "1")  # what .ci/run sets
+    with pytest.raises(pytest.fail.Exception, match="not found"):
+        testing.postgres_for_tests()

@@ -230,7 +230,8 @@ class Emulator:
         self.set_link(self.wifi_file.read_text().strip() == "up" if self.wifi_file.exists() else False)
         self.proc = subprocess.Popen(
             [micropython(), "-X", "heapsize=" + self.heapsize, str(self.build_dir / "main.py")],
-            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            env=self.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1)
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()

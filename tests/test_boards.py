@@ -35,7 +35,9 @@ def test_unix_board_pieces(tmp_path, monkeypatch):
 
 def test_esp32_board_against_fakes(tmp_path, monkeypatch):
     monkeypatch.setenv("POS_TEST_TMP", str(tmp_path))
-    _ok(run_mp(MP / "esp32_board_unit.py",
+    # 256k: these modules are compiled from source here, which the device
+    # (frozen bytecode) never does; the compiler's working memory is not data.
+    _ok(run_mp(MP / "esp32_board_unit.py", heap="256k",
                path=[ROOT / "tests" / "fakes", ROOT / "boards" / "esp32"], timeout=60))
 
 

@@ -93,28 +93,6 @@ def restore(verifier, journal, outcomes=None, tick=None):
     return r.n, r.newest
 
 
-def load_config(path):
-    import json
-    try:
-        st = os.stat(path)
-        if st[6] > 32768:
-            raise rules.ConfigError("config larger than 32 KiB")
-        with open(path) as fh:
-            cfg = json.load(fh)
-        for key in ("terminal_id", "merchant_id", "currency"):
-            if key not in cfg:
-                raise rules.ConfigError("config lacks %s" % key)
-        if len(bytes.fromhex(cfg["terminal_id"])) != token.TERMINAL_ID_LEN:
-            raise rules.ConfigError("terminal_id must be 8 bytes of hex")
-        if not 1 <= len(cfg["merchant_id"].encode()) <= token.MAX_MERCHANT_ID:
-            raise rules.ConfigError("merchant_id must be 1..16 bytes of UTF-8")
-        return cfg
-    except OSError:
-        raise rules.ConfigError("no config at %s: provision the terminal first" % path)
-    except (ValueError, TypeError) as e:
-        raise rules.ConfigError("config does not parse: %s" % (e,))
-
-
 class TillSession:
     """One till connection: commands in, results out. A charge runs as a task,
     so STATUS, QUERY and CANCEL are answered while the terminal waits for a
@@ -254,13 +232,18 @@ async def run(wire, log=print):
     wdt = getattr(board, "wdt", None)
     tick = wdt.feed if wdt is not None else None
     journal = Journal(board.journal_dev)
+    from pos import config, console
     try:
-        cfg = load_config(board.config_path)
-        policy = rules.Policy.from_config(cfg)
+        # The one config parser: `offpay provision` runs this same code.
+        cfg, policy = config.load(board.config_path)
     except rules.ConfigError as e:
         log("CONFIG %s" % (e,))
         _show(board.feedback, "red", "NOT PROVISIONED", log)
         return 2
+    # The USB console from now on: locked in production, a technician's raw
+    # REPL inside the running app otherwise (pos.console, pos.lock).
+    con = console.attach(cfg, board.clock)
+    log = con.log
     gc.collect()
     verifier = rules.Verifier(policy, table)
     outcomes = Outcomes(journal)
@@ -310,6 +293,14 @@ async def run(wire, log=print):
     term.link_up = board.wifi.isconnected
     term.nfc_baud = baud
     term.probe = getattr(board, "probe", None)
+    # A new config from the technician takes effect without a reboot, and only
+    # whole: config.reloader applies it only if all of it is valid.
+    console.hooks["reload"] = config.reloader(board.config_path, [
+        lambda c, p: verifier.set_policy(p),
+        lambda c, p: term.apply(c),
+        lambda c, p: console.configure(con, c)])
+    console.hooks["journal_dev"] = board.journal_dev
+    console.hooks["journal"] = journal
     if wdt is not None:
         asyncio.create_task(_feed(wdt))
     board.wifi.active(True)

@@ -15,6 +15,7 @@ import time
 from micropython import const
 
 from pos import apdu, reason, record, rules, tlv, token
+from pos.apdulog import ApduLog
 from pos.journal import JournalError
 from pos.outcomes import Outcomes
 from pos.pn532 import PN532Error, PN532Timeout, TargetLost
@@ -49,12 +50,7 @@ class Terminal:
         self.nfc = nfc
         self.journal = journal
         self.verifier = verifier
-        self.terminal_id = bytes.fromhex(cfg["terminal_id"])
-        self.merchant_id = cfg["merchant_id"].encode()
-        self.currency = cfg["currency"]
-        self.charge_timeout = cfg.get("charge_timeout_ms", _CHARGE_TIMEOUT_MS)
-        self.relay_ms = cfg.get("relay_ms", _RELAY_MS)
-        self.removal_ms = cfg.get("removal_ms", _REMOVAL_MS)
+        self.apply(cfg)
         self.feedback = feedback
         self.clock = clock
         self.log = log
@@ -72,11 +68,22 @@ class Terminal:
         self._t_auth = 0
         self._to_warm = None  # credential of a wallet that just paid, for idle_work()
         self.timing = {}
+        self.apdulog = ApduLog(4096)  # the recent exchanges, for `offpay logs` / replay
         self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
         # An emulated board's counters: (us in emulated hardware, flash
         # counters...); logged per phase so the tap bench can tell firmware
         # time from the emulation's. None on a device.
         self.probe = None
+
+    def apply(self, cfg):
+        """Take a (validated, pos.config) config's charge settings; a charge in
+        progress keeps the ones it started with only where it read them."""
+        self.terminal_id = bytes.fromhex(cfg["terminal_id"])
+        self.merchant_id = cfg["merchant_id"].encode()
+        self.currency = cfg["currency"]
+        self.charge_timeout = cfg.get("charge_timeout_ms", _CHARGE_TIMEOUT_MS)
+        self.relay_ms = cfg.get("relay_ms", _RELAY_MS)
+        self.removal_ms = cfg.get("removal_ms", _REMOVAL_MS)
 
     # -- the till's view --------------------------------------------------------
 
@@ -273,9 +280,11 @@ class Terminal:
         if left <= 0:
             raise _RelayTimeout()
         try:
-            return await self.nfc.apdu_async(cmd, left)
+            r = await self.nfc.apdu_async(cmd, left)
         except PN532Timeout:
             raise _RelayTimeout()
+        self.apdulog.add(cmd, r)
+        return r
 
     async def _tap(self, amount, currency, ref, start):
         nfc = self.nfc
@@ -283,8 +292,9 @@ class Terminal:
         try:
             m = self._mark()
             left = self._left(start)
-            sw = apdu.parse_select(await nfc.apdu_async(
-                apdu.SELECT, _SELECT_MS if left > _SELECT_MS else max(left, 1)))
+            r = await nfc.apdu_async(apdu.SELECT, _SELECT_MS if left > _SELECT_MS else max(left, 1))
+            self.apdulog.add(apdu.SELECT, r)
+            sw = apdu.parse_select(r)
             self._phase("select", m)
             if sw is not None:
                 return reason.NO_WALLET, None

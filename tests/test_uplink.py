@@ -96,16 +96,20 @@ def test_ack_is_bounded_by_the_batch_and_the_cursor(tmp_path, pki, rcv):
 
 def test_receiver_failures_keep_every_record(tmp_path, pki, rcv):
     rcv.script = [{"do": "500-before"}, {"do": "500-after"}, {"do": "reset-mid-body"},
-                  {"do": "reset-mid-response"}, {"do": "stall", "s": 2}]
+                  {"do": "reset-mid-response"}, {"do": "stall", "s": 2},
+                  {"do": "early", "status": 403, "error": "revoked"}]
     res, out = session(tmp_path, pki, rcv.url, [{"do": "append", "n": 30, "size": 300}]
-                       + [{"do": "sync"}] * 6)
-    assert [r["ok"] for r in res[1:]] == [False] * 5 + [True], out
+                       + [{"do": "sync"}] * 7)
+    assert [r["ok"] for r in res[1:]] == [False] * 6 + [True], out
+    # A refusal sent on the head alone is heard, and backs off long (max 400 ms here).
+    assert res[6]["err"] == "status 403 revoked" and "status 403 revoked (retry in" in out
+    assert int(out.split("status 403 revoked (retry in ")[1].split()[0]) >= 200
     assert all(r["cursor"] == 0 for r in res[1:6])  # no ack seen: nothing trimmed
     assert "status 500" in res[1]["err"] and "status 500" in res[2]["err"]
     assert res[5]["err"] == "timeout" and res[5]["ms"] < 1500  # io_ms 700
     # 500 before commit stored nothing; 500 after commit and the cut response
     # stored the batch, so the retries send the same ids again: idempotent.
-    assert res[6]["cursor"] == 30 and sorted(rcv.held) == list(range(1, 31))
+    assert res[7]["cursor"] == 30 and sorted(rcv.held) == list(range(1, 31))
     assert [r["after"] for r in rcv.requests] == [0] * len(rcv.requests)
 
 
@@ -142,7 +146,7 @@ def test_hostile_receiver_costs_bounded_memory(tmp_path, pki, rcv):
 
 def test_bad_bundles_are_refused_and_the_old_one_kept(tmp_path, pki, rcv):
     other = pki["pki"].load_key(pki["other"]["update_key"])
-    rcv.script = [{}, {"bundle": {"version": 3, "deny": [["00" * 8, "11" * 16]]}},
+    rcv.script = [{}, {"bundle": {"version": 3, "deny": {"wallets": ["11" * 16], "serials": []}}},
                   {"bundle": {"version": 4}, "key": other},
                   {"bundle": {"version": 4}, "flip": True},
                   {"bundle": {"version": 2}},
@@ -205,3 +209,39 @@ def test_same_content_is_verified_only_when_the_time_is_wanted(tmp_path, pki, rc
     assert [r["verified"] for r in res] == [1, 1, 1, 2, 2], out
     assert [r["acq"] for r in res] == [rcv.time] * 3 + [rcv.time + 120] * 2
     assert res[3]["bundles"] == [1, 2] and "bundle refused: nonce" in out  # still checked, unverified
+
+
+def test_against_the_real_receiver(tmp_path):
+    # The firmware's uplink and host_tools/receiver agree on the wire: mutual
+    # TLS with offpay's PKI, the batch body, the ack, and a bundle whose
+    # signature (over the JSON-decoded string) verifies with the pinned key.
+    import subprocess
+    import sys
+    testing = pytest.importorskip("host_tools.receiver.testing")
+    db = "sqlite:///" + str(tmp_path / "rx.db")
+    rx = testing.start_receiver(tmp_path, db)
+    try:
+        t = rx.terminal_cert(TID).files
+        c = {"terminal_id": TID, "update_key": rx.update_key,
+             "uplink": {"url": rx.url + "/v1/upload", "ca": rx.ca_pem.read_text(), "cert": t["cert_pem"].read_text(),
+                        "key": t["key_pem"].read_text()}}
+        sc = {"cfg": c, "image": str(tmp_path / "f.img"), "opts": FAST,
+              "steps": [{"do": "append", "n": 30, "size": 300}, {"do": "sync"}, {"do": "sync"},
+                        {"do": "reboot"}, {"do": "append", "n": 2, "size": 50}, {"do": "sync"}]}
+        (tmp_path / "sc.json").write_text(json.dumps(sc))
+        r = run_mp(SESSION, tmp_path / "sc.json", path=[BOARD], heap="512k", timeout=120)
+        out = r.stdout + r.stderr
+        res = [json.loads(ln[2:]) for ln in r.stdout.splitlines() if ln.startswith("R ")]
+        assert r.returncode == 0 and len(res) == 6, out + rx.log_path.read_text()[-3000:]
+        assert [res[i]["ok"] for i in (1, 2, 5)] == [True] * 3, out
+        assert res[1]["cursor"] == 30 and res[1]["version"] == 1 and res[1]["bundles"] == [1]
+        assert "bundle refused" not in out and res[1]["acq"] > 0
+        assert res[3]["version"] == 1 and res[5]["cursor"] == 32  # kept across a reboot; ids go on
+        led = subprocess.run([sys.executable, "-m", "host_tools", "ledger", "--db", db], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        rows = [json.loads(ln) for ln in led.stdout.splitlines()]
+        # Not payments (filler bytes): stored flagged, acknowledged all the same.
+        assert sorted(x["record_id"] for x in rows) == list(range(1, 33))
+        assert {x["terminal_id"] for x in rows} == {TID} and {x["status"] for x in rows} == {"flagged"}
+    finally:
+        rx.stop()

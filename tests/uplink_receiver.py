@@ -57,7 +57,7 @@ class Receiver:
         self.held = {}          # rid -> payload, committed
         self.ack = 0
         self.version = 1
-        self.deny = []
+        self.deny = {"wallets": [], "serials": []}
         self.issuers = []
         self.risk = {"max_offline_age_s": 604800}
         self.time = 1764000000
@@ -144,6 +144,10 @@ class Receiver:
         lines = head.split(b"\r\n")
         hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in lines[1:])}
         n = int(hdrs[b"content-length"])
+        if do == "early":  # answer on the head alone (e.g. 403, 413), never read the body
+            self._send(c, act["status"], {"error": act.get("error", "revoked")})
+            time.sleep(0.2)
+            return
         if do == "reset-mid-body":
             while len(body) < n // 2:
                 body += c.recv(4096)

@@ -40,9 +40,13 @@ class BundleError(ValueError):
 
 
 class Bundle:
-    """A verified bundle. deny: list of (issuer kid 8 bytes, wallet id 16
-    bytes); issuers: list of config-style dicts (the complete set); risk: a
-    dict of ints; time: the acquirer's time (u32 seconds)."""
+    """A bundle. issuers: the complete set, config-style dicts; deny: the
+    config-style {"wallets": [...], "serials": [...]} (docs/upload.md section
+    4), so the app can build its policy from {"issuers", "deny"} exactly as
+    from its config; also as bytes: deny_wallets (issuer kid 8 + wallet id 16
+    for a [kid, wallet id] pair, wallet id 16 for a bare one) and
+    deny_serials (issuer kid 8 + serial 8); risk: a dict of u32; time: the
+    acquirer's time (u32 seconds)."""
 
     def __init__(self, version, time, deny, issuers, risk, text, signature):
         self.version = version
@@ -52,6 +56,12 @@ class Bundle:
         self.risk = risk
         self.text = text
         self.sig = signature
+        self.deny_wallets = []
+        self.deny_serials = []
+
+    def policy_config(self):
+        """{"issuers", "deny"}: the shape of the terminal config's policy."""
+        return {"issuers": self.issuers, "deny": self.deny}
 
 
 def _hex(s, n):
@@ -86,20 +96,31 @@ def parse(text, signature):
     deny = d["deny"]
     issuers = d["issuers"]
     risk = d["risk"]
-    if not isinstance(deny, list) or len(deny) > _MAX_DENY or not isinstance(issuers, list) \
-            or len(issuers) > _MAX_ISSUERS or not isinstance(risk, dict):
+    if not isinstance(deny, dict) or not isinstance(issuers, list) or len(issuers) > _MAX_ISSUERS \
+            or not isinstance(risk, dict):
         raise BundleError("malformed")
-    pairs = []
-    for e in deny:
-        if not isinstance(e, list) or len(e) != 2:
-            raise BundleError("malformed")
-        pairs.append((_hex(e[0], 8), _hex(e[1], 16)))
+    wallets = deny.get("wallets", [])
+    serials = deny.get("serials", [])
+    if not isinstance(wallets, list) or not isinstance(serials, list) \
+            or len(wallets) + len(serials) > _MAX_DENY:
+        raise BundleError("malformed")
+    dw = []
+    for e in wallets:
+        # A wallet id (the config shape of PROTOCOL.md section 7), or an
+        # [issuer kid, wallet id] pair (wallets keyed by issuer too).
+        if isinstance(e, list) and len(e) == 2:
+            dw.append(_hex(e[0], 8) + _hex(e[1], 16))
+        else:
+            dw.append(_hex(e, 16))
+    ds = [_hex(e, 16) for e in serials]
     for i in issuers:
         if not isinstance(i, dict):
             raise BundleError("malformed")
     for k in risk:
         _u32(risk[k])
-    b = Bundle(_u32(d["version"]), _u32(d["time"]), pairs, issuers, risk, text, signature)
+    b = Bundle(_u32(d["version"]), _u32(d["time"]), deny, issuers, risk, text, signature)
+    b.deny_wallets = dw
+    b.deny_serials = ds
     b.terminal_id = d["terminal_id"]
     b.nonce = d["nonce"]
     return b

@@ -47,6 +47,7 @@ from pos.journal import JournalError
 
 _MAGIC = b"OPU1"
 _HEAD = const(30)            # magic, nonce, bundle version, after, count
+_ROOM = const(256)           # the HTTP head goes in front of the body, in the same buffer
 _MAX_COUNT = const(64)
 _MAX_PAYLOAD = const(1536)
 RESPONSE_MAX = const(16384)  # docs/upload.md section 3
@@ -232,6 +233,11 @@ class _Paced(io.IOBase):
     def setblocking(self, flag):
         pass  # the raw socket stays non-blocking
 
+    def readable(self):
+        for _, ev in self._poll.ipoll(0):
+            return ev & (_POLLIN | 0x18) != 0  # data, ERR or HUP
+        return False
+
     def ioctl(self, req, arg):
         if req == _IOCTL_POLL:
             for _, ev in self._poll.ipoll(0):
@@ -342,6 +348,9 @@ class Uplink:
         self.batch_bytes = min(batch_bytes, RESPONSE_MAX)
         hp = self.host if ":" not in self.host else "[" + self.host + "]"
         self._host_hdr = ("%s:%d" % (hp, self.port)).encode()
+        self.path = self.path.encode()
+        if len(http.request_head(b"POST", self._host_hdr, self.path, RESPONSE_MAX, b"application/octet-stream")) > _ROOM:
+            raise UplinkError("url too long")
         self._addr = None
         # One buffer for the request body and then the response: 18 KB, for good.
         self._buf = bytearray(http.MAX_HEAD + RESPONSE_MAX)
@@ -436,15 +445,18 @@ class Uplink:
     async def _exchange(self):
         self._check_idle()
         nonce = os.urandom(16)
-        length, after, count, last = build(self.journal, self._buf, nonce, self.store.version,
+        length, after, count, last = build(self.journal, self._mv[_ROOM:], nonce, self.store.version,
                                            self.batch_bytes, self.log)
         t0 = time.ticks_ms()
         self._deadline = time.ticks_add(t0, self.exchange_ms)
+        head = http.request_head(b"POST", self._host_hdr, self.path, length, b"application/octet-stream")
+        start = _ROOM - len(head)
+        self._mv[start:_ROOM] = head
         await self._open()
-        head = http.request_head(b"POST", self._host_hdr, self.path.encode(), length,
-                                 b"application/octet-stream")
-        await self._send(head, self.tls_ms)   # the TLS handshake runs here
-        await self._send(self._mv[:length], self.io_ms)
+        # Head and body in one stream (the TLS handshake runs in the first
+        # write): a receiver that answers on the head alone (404, 413, 403)
+        # finds the whole request sent, or is heard before the next record.
+        await self._send(self._mv[start:_ROOM + length], self.tls_ms)
         status, body = await http.read_response(self._recv, self._buf, RESPONSE_MAX)
         self._close()
         ms = time.ticks_diff(time.ticks_ms(), t0)
@@ -586,6 +598,8 @@ class Uplink:
         off = 0
         while off < len(mv):
             await self._gate()
+            if off and self._paced.readable():
+                return  # the receiver answered already: hear it rather than write into a reset
             n = self._ss.write(mv[off:off + _CHUNK])
             if n is None:  # TLS waits on the network (a handshake step, a full socket)
                 await self._wait(self._ss, self._paced.need, limit_at)

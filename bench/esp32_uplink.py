@@ -122,7 +122,7 @@ for name in ("small", "large"):
     text = d["bundle"].encode()
     s = bytes.fromhex(d["sig"])
     t, b = us(store.check, text, s, NONCE)
-    print("  bundle check, cold key (verify + parse): %d virtual us, version %d, %d deny" % (t, b.version, len(b.deny_wallets)))
+    print("  bundle check, cold key (verify + parse): %d virtual us, version %d, %d deny" % (t, b.version, len(b.wallets())))
     t, ok = us(sig.verify, "ES256", KEY, DOMAIN + text, s)
     print("  of which verify (cold): %d virtual us %s" % (t, ok))
     t, _ = us(parse, text, s)

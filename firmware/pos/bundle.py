@@ -4,11 +4,16 @@
 #
 # Checks: shape (bounded JSON), terminal id, the nonce of this exchange, the
 # version, then the signature over the exact bytes received (pinned update
-# key, pos.sig), before anything in it is used. Anything wrong refuses the
-# whole bundle and the terminal keeps the one it had. The signature check is
-# the costly step (an ES256 verify: 150-430 ms on the ESP32, estimated), so
-# a bundle that brings no new content is verified only when its time is
-# wanted (need_time): the uplink asks for the time when its last one is old.
+# key), before anything in it is used. Anything wrong refuses the whole
+# bundle and the terminal keeps the one it had. The signature check is the
+# costly step (an ES256 verify: 150-430 ms on the ESP32, estimated), so a
+# bundle that brings no new content is verified only when its time is wanted
+# (need_time): the uplink asks for the time when its last one is old.
+#
+# Memory: a bundle near the 16 KB limit is mostly deny entries. The text is
+# hashed where it lies (no signed-message copy), the deny list stays in the
+# parsed JSON (as bytes only on request), and the store keeps just the
+# version: the app keeps what it applies, nothing here holds a second copy.
 #
 # On flash: one file, the 64-byte signature then the bundle text, written to a
 # temp name and renamed over the old one (littlefs renames atomically), in
@@ -17,12 +22,13 @@
 # signature is the only proof that the content came from the acquirer.
 
 import asyncio
+import hashlib
 import json
 import os
 
 from micropython import const
 
-from pos import sig
+from pos import p256
 
 DOMAIN = b"OFFPAY-BUNDLE-V1\x00"
 MAX_TEXT = const(16384)  # the whole response is at most 16 KB (docs/upload.md section 3)
@@ -37,31 +43,6 @@ _NAME = "bundle.bin"
 class BundleError(ValueError):
     # args[0]: "signature", "terminal", "nonce", "version" or "malformed"
     pass
-
-
-class Bundle:
-    """A bundle. issuers: the complete set, config-style dicts; deny: the
-    config-style {"wallets": [...], "serials": [...]} (docs/upload.md section
-    4), so the app can build its policy from {"issuers", "deny"} exactly as
-    from its config; also as bytes: deny_wallets (issuer kid 8 + wallet id 16
-    for a [kid, wallet id] pair, wallet id 16 for a bare one) and
-    deny_serials (issuer kid 8 + serial 8); risk: a dict of u32; time: the
-    acquirer's time (u32 seconds)."""
-
-    def __init__(self, version, time, deny, issuers, risk, text, signature):
-        self.version = version
-        self.time = time
-        self.deny = deny
-        self.issuers = issuers
-        self.risk = risk
-        self.text = text
-        self.sig = signature
-        self.deny_wallets = []
-        self.deny_serials = []
-
-    def policy_config(self):
-        """{"issuers", "deny"}: the shape of the terminal config's policy."""
-        return {"issuers": self.issuers, "deny": self.deny}
 
 
 def _hex(s, n):
@@ -79,8 +60,48 @@ def _u32(v):
     return v
 
 
+def _wallet(e):
+    # A wallet id (the config shape of PROTOCOL.md section 7), or an
+    # [issuer kid, wallet id] pair (wallets keyed by issuer too).
+    if isinstance(e, list) and len(e) == 2:
+        return _hex(e[0], 8) + _hex(e[1], 16)
+    return _hex(e, 16)
+
+
+class Bundle:
+    """A bundle. version, time (the acquirer's, u32 seconds); issuers: the
+    complete set, config-style dicts; deny: the config-style {"wallets":
+    [...], "serials": [...]} (docs/upload.md section 4); risk: a dict of u32.
+    policy_config() is {"issuers", "deny"}, the shape the app builds its
+    policy from, as from its config; wallets() and serials() give the deny
+    entries as bytes."""
+
+    def __init__(self, d, text, signature):
+        self.version = d["version"]
+        self.time = d["time"]
+        self.terminal_id = d["terminal_id"]
+        self.nonce = d["nonce"]
+        self.issuers = d["issuers"]
+        self.deny = d["deny"]
+        self.risk = d["risk"]
+        self.text = text          # dropped once stored
+        self.sig = signature
+
+    def policy_config(self):
+        return {"issuers": self.issuers, "deny": self.deny}
+
+    def wallets(self):
+        """Denied wallets: issuer kid (8) + wallet id (16) for a pair, the
+        wallet id (16) for a bare id."""
+        return [_wallet(e) for e in self.deny.get("wallets", ())]
+
+    def serials(self):
+        """Denied credentials: issuer kid (8) + serial (8)."""
+        return [_hex(e, 16) for e in self.deny.get("serials", ())]
+
+
 def parse(text, signature):
-    """The shape of a bundle text (bytes): a Bundle (not yet verified), or
+    """The shape of a bundle text (str or bytes): a Bundle (not yet verified), or
     BundleError("malformed")."""
     try:
         d = json.loads(text)
@@ -93,9 +114,9 @@ def parse(text, signature):
     for k in ("version", "time", "terminal_id", "nonce", "deny", "issuers", "risk"):
         if k not in d:
             raise BundleError("malformed")
-    deny = d["deny"]
-    issuers = d["issuers"]
-    risk = d["risk"]
+    _u32(d["version"])
+    _u32(d["time"])
+    deny, issuers, risk = d["deny"], d["issuers"], d["risk"]
     if not isinstance(deny, dict) or not isinstance(issuers, list) or len(issuers) > _MAX_ISSUERS \
             or not isinstance(risk, dict):
         raise BundleError("malformed")
@@ -104,30 +125,31 @@ def parse(text, signature):
     if not isinstance(wallets, list) or not isinstance(serials, list) \
             or len(wallets) + len(serials) > _MAX_DENY:
         raise BundleError("malformed")
-    dw = []
     for e in wallets:
-        # A wallet id (the config shape of PROTOCOL.md section 7), or an
-        # [issuer kid, wallet id] pair (wallets keyed by issuer too).
-        if isinstance(e, list) and len(e) == 2:
-            dw.append(_hex(e[0], 8) + _hex(e[1], 16))
-        else:
-            dw.append(_hex(e, 16))
-    ds = [_hex(e, 16) for e in serials]
+        _wallet(e)
+    for e in serials:
+        _hex(e, 16)
     for i in issuers:
         if not isinstance(i, dict):
             raise BundleError("malformed")
     for k in risk:
         _u32(risk[k])
-    b = Bundle(_u32(d["version"]), _u32(d["time"]), deny, issuers, risk, text, signature)
-    b.deny_wallets = dw
-    b.deny_serials = ds
-    b.terminal_id = d["terminal_id"]
-    b.nonce = d["nonce"]
-    return b
+    return Bundle(d, text, signature)
+
+
+def verify(key, text, signature):
+    """ES256 by `key` over DOMAIN || text, hashed in place (no copy of a
+    16 KB text). p256.verify_digest never raises on bad input."""
+    if not isinstance(signature, (bytes, bytearray)) or len(signature) != _SIG:
+        return False
+    h = hashlib.sha256(DOMAIN)
+    h.update(text)
+    return p256.verify_digest(key, h.digest(), signature)
 
 
 class Store:
-    """The bundle the terminal holds, in `directory` (on littlefs).
+    """The bundle the terminal holds, in `directory` (on littlefs); only its
+    version stays in RAM.
 
     validate: optional callable(bundle) that raises ValueError for content
     the app cannot apply (e.g. an issuer entry rules.py refuses); such a
@@ -140,22 +162,20 @@ class Store:
         self.terminal_id = terminal_id.lower()
         self.validate = validate
         self.log = log
-        self.held = None
+        self.version = 0   # of the bundle held (0: none)
+        self.held = False
         self.verified = 0  # signature checks done (each an ES256 verify)
 
-    @property
-    def version(self):
-        return self.held.version if self.held else 0
-
     def check(self, text, signature, nonce=None, need_time=True):
-        """A Bundle from a received text (bytes) and signature (64 bytes),
+        """A Bundle from a received text (str or bytes: its buffer is what
+        was signed, the UTF-8 bytes) and signature (64 bytes),
         checked against this terminal, the exchange's nonce (16 bytes; None
         at boot), the held version and the pinned key. BundleError if not.
         None when it brings no new content and need_time is False: then it
         is not verified, and nothing in it may be used."""
-        if not isinstance(text, (bytes, bytearray)) or len(text) > MAX_TEXT:
+        if not isinstance(text, (str, bytes, bytearray)) or len(text) > MAX_TEXT:
             raise BundleError("malformed")
-        b = parse(bytes(text), bytes(signature))
+        b = parse(text, signature)
         if not isinstance(b.terminal_id, str) or b.terminal_id.lower() != self.terminal_id:
             raise BundleError("terminal")
         if nonce is not None and (not isinstance(b.nonce, str) or b.nonce.lower() != nonce.hex()):
@@ -164,9 +184,9 @@ class Store:
             raise BundleError("version")
         if not need_time and not self.is_new(b):
             return None
-        if not sig.verify("ES256", self.key, DOMAIN + b.text, b.sig):
-            raise BundleError("signature")
         self.verified += 1
+        if not verify(self.key, text, signature):
+            raise BundleError("signature")
         if self.validate is not None:
             try:
                 self.validate(b)
@@ -178,11 +198,11 @@ class Store:
     def is_new(self, b):
         """True when b's content replaces the held one (a bundle with the
         held version updates only the time)."""
-        return self.held is None or b.version > self.held.version
+        return not self.held or b.version > self.version
 
     def load(self):
         """The stored bundle, verified again, or None (missing, or refused:
-        logged). Call at boot."""
+        logged). Call at boot; apply it, then let it go."""
         try:
             n = os.stat(self._path)[6]
             if not _SIG < n <= _SIG + MAX_TEXT:
@@ -190,13 +210,15 @@ class Store:
             with open(self._path, "rb") as f:
                 s = f.read(_SIG)
                 text = f.read(n - _SIG)
-            self.held = self.check(text, s)
+            b = self.check(text, s)
         except OSError:
             return None  # never received one
         except BundleError as e:
             self.log("BUNDLE stored copy refused (%s): ignored" % (e.args[0],))
-            self.held = None
-        return self.held
+            return None
+        self.version, self.held = b.version, True
+        b.text = None
+        return b
 
     async def save(self, b):
         """Store b atomically and hold it. OSError if the flash fails (the
@@ -210,4 +232,5 @@ class Store:
                 off += _SLICE
                 await asyncio.sleep_ms(0)
         os.rename(self._tmp, self._path)
-        self.held = b
+        self.version, self.held = b.version, True
+        b.text = None

@@ -308,8 +308,10 @@ class Uplink:
             except ValueError:
                 raise BundleError("malformed")
             age = self.clock.offline_age()
-            b = self.store.check(text.encode(), s, nonce,
-                                 need_time=age is None or age >= self.time_refresh_s)
+            # The str as it came out of the response (its buffer is the UTF-8
+            # bytes that were signed): no copy of a text of up to 16 KB.
+            b = self.store.check(text, s, nonce, need_time=age is None or age >= self.time_refresh_s)
+            text = None
         except BundleError as e:
             self.log("UPLINK bundle refused: %s (kept version %d)" % (e.args[0], self.store.version))
             return

@@ -146,10 +146,10 @@ def bundle(**over):
 def test_bundle_shape():
     b = parse(bundle(), b"s" * 64)
     assert b.version == 3 and b.time == 1764000000 and b.risk == {"max_offline_age_s": 604800}
-    assert b.deny_wallets == [b"\x22" * 16, bytes(range(1, 9)) + b"\x11" * 16]
-    assert b.deny_serials == [bytes(range(1, 9)) + b"\x33" * 8] and b.issuers == [{"kid": "x"}]
+    assert b.wallets() == [b"\x22" * 16, bytes(range(1, 9)) + b"\x11" * 16]
+    assert b.serials() == [bytes(range(1, 9)) + b"\x33" * 8] and b.issuers == [{"kid": "x"}]
     assert b.policy_config() == {"issuers": [{"kid": "x"}], "deny": json.loads(bundle())["deny"]}
-    assert parse(bundle(deny={}), b"s" * 64).deny_wallets == []
+    assert parse(bundle(deny={}), b"s" * 64).wallets() == []
     w = lambda *e: {"wallets": list(e)}
     bad = [b"not json", b"[1]", bundle(v=2), bundle(version=-1), bundle(version=True),
            bundle(version=1 << 32), bundle(time="now"), bundle(deny=w(["01", "11" * 16])),

@@ -28,6 +28,13 @@ Ops are 8 bytes [op, a, b, c, k1, s1, k2, s2] (k signed bytes):
   5 LIN   slot a = k1*slot s1 + k2*slot s2                    (|k| <= 8)
   6 CAN   slot a = slot a mod p, canonical (below p)
 
+inv(minv, ws) is a second function: the modular inverse by Bernstein-Yang
+divsteps (safegcd, "Fast constant-time gcd computation and modular
+inversion", 2019; the half-delta variant), here variable-time (it stops when
+g = 0: verification has no secret), 14 divsteps per batch on the low limbs,
+then the batch's 2x2 matrix applied to the 17-limb signed f, g and the
+coefficients d, e (kept unreduced: each batch adds less than m/2 to them).
+
 Run:  .venv/bin/python host_tools/gen_p256_viper.py  (rewrites the module; commit it)
 """
 import sys
@@ -44,7 +51,9 @@ V2_OFF = 1152
 R_OFF = 1280  # 16 signed limbs before the carry pass
 SLOTS_OFF = 1344
 N_SLOTS = 24
-PROG_OFF = SLOTS_OFF + 32 * N_SLOTS
+INV_OFF = SLOTS_OFF + 32 * N_SLOTS  # inv(): F, G, D, E, M, 17 limbs (+1 spare) each
+INV_LIMBS = 17
+PROG_OFF = INV_OFF + 5 * 36
 MAX_COMB = 8
 MAX_SCALE = 3
 MAX_K = 8
@@ -184,6 +193,139 @@ def bounds(M):
     return r, BR
 
 
+# The inverse, hand-written (rolled loops: it runs once or twice per verify).
+INV_SOURCE = '''
+
+@micropython.viper
+def inv(ai: int, b: ptr16) -> int:
+    """Bernstein-Yang inverse. The INV area of workspace b holds f = m, g = a,
+    d = 0, e = 1 and m (17 16-bit limbs each, two's complement, 36 bytes
+    apart); ai = -1/m mod 2^14. On return g = 0, f = +-gcd(a, m) and
+    f = d * a mod m (d unreduced, signed). Returns the batches run, or -1 if
+    it did not converge (it always does within 43 for 256-bit values)."""
+    F = int(b) + INV_OFF
+    G = F + 36
+    Dd = F + 72
+    E = F + 108
+    M = F + 144
+    delta = 1  # twice the paper's delta, which starts at 1/2
+    n = 0
+    while n < 64:
+        j = 0
+        z = 0
+        while j < 17:
+            z = z | ptr16(G)[j]
+            j += 1
+        if z == 0:
+            return n
+        n += 1
+        # 14 divsteps on the low limbs: their decisions depend on nothing else.
+        f = ptr16(F)[0]
+        g = ptr16(G)[0]
+        u = 1
+        v = 0
+        q = 0
+        r = 1
+        i = 0
+        while i < 14:
+            if g & 1:
+                if delta > 0:
+                    t = f
+                    f = g
+                    g = (g - t) >> 1
+                    t = u
+                    u = q << 1
+                    q = q - t
+                    t = v
+                    v = r << 1
+                    r = r - t
+                    delta = 2 - delta
+                else:
+                    g = (g + f) >> 1
+                    q = q + u
+                    r = r + v
+                    u = u << 1
+                    v = v << 1
+                    delta += 2
+            else:
+                g = g >> 1
+                u = u << 1
+                v = v << 1
+                delta += 2
+            i += 1
+        # (f, g) = (u f + v g, q f + r g) / 2^14, exact. |u| + |v| <= 2^14 and
+        # |q| + |r| <= 2^14, so each sum of products stays below 2^30.
+        cf = 0
+        cg = 0
+        pf = 0
+        pg = 0
+        j = 0
+        while j < 17:
+            x = ptr16(F)[j]
+            y = ptr16(G)[j]
+            if j == 16:
+                if x > 32767:
+                    x -= 65536
+                if y > 32767:
+                    y -= 65536
+            cf = cf + u * x + v * y
+            cg = cg + q * x + r * y
+            lf = cf & 0xFFFF
+            lg = cg & 0xFFFF
+            cf = cf >> 16
+            cg = cg >> 16
+            if j:
+                ptr16(F)[j - 1] = (pf >> 14) | (lf << 2)
+                ptr16(G)[j - 1] = (pg >> 14) | (lg << 2)
+            pf = lf
+            pg = lg
+            j += 1
+        ptr16(F)[16] = (pf >> 14) | (cf << 2)
+        ptr16(G)[16] = (pg >> 14) | (cg << 2)
+        # (d, e) = (u d + v e + kd m, q d + r e + ke m) / 2^14, with kd, ke in
+        # [-2^13, 2^13) making the sums divisible by 2^14. d and e stay
+        # unreduced: each batch moves them by less than m/2, and 17 limbs hold
+        # far more than 64 batches can add.
+        x = ptr16(Dd)[0]
+        y = ptr16(E)[0]
+        kd = (((u * x + v * y) & 0x3FFF) * ai) & 0x3FFF
+        ke = (((q * x + r * y) & 0x3FFF) * ai) & 0x3FFF
+        if kd >= 8192:
+            kd -= 16384
+        if ke >= 8192:
+            ke -= 16384
+        cf = 0
+        cg = 0
+        pf = 0
+        pg = 0
+        j = 0
+        while j < 17:
+            x = ptr16(Dd)[j]
+            y = ptr16(E)[j]
+            mj = ptr16(M)[j]
+            if j == 16:
+                if x > 32767:
+                    x -= 65536
+                if y > 32767:
+                    y -= 65536
+            cf = cf + u * x + v * y + kd * mj
+            cg = cg + q * x + r * y + ke * mj
+            lf = cf & 0xFFFF
+            lg = cg & 0xFFFF
+            cf = cf >> 16
+            cg = cg >> 16
+            if j:
+                ptr16(Dd)[j - 1] = (pf >> 14) | (lf << 2)
+                ptr16(E)[j - 1] = (pg >> 14) | (lg << 2)
+            pf = lf
+            pg = lg
+            j += 1
+        ptr16(Dd)[16] = (pf >> 14) | (cf << 2)
+        ptr16(E)[16] = (pg >> 14) | (cg << 2)
+    return -1
+'''
+
+
 def generate():
     M = nist_matrix()
     r_max, BR = bounds(M)
@@ -196,7 +338,8 @@ def generate():
     o("from micropython import const")
     o("")
     for name, val in (("T_OFF", T_OFF), ("V1_OFF", V1_OFF), ("V2_OFF", V2_OFF), ("R_OFF", R_OFF),
-                      ("SLOTS_OFF", SLOTS_OFF), ("N_SLOTS", N_SLOTS), ("PROG_OFF", PROG_OFF)):
+                      ("SLOTS_OFF", SLOTS_OFF), ("N_SLOTS", N_SLOTS), ("INV_OFF", INV_OFF),
+                      ("PROG_OFF", PROG_OFF)):
         o("%s = const(%d)" % (name, val))
     o("OP_END = const(0)")
     o("OP_MUL = const(1)")
@@ -320,6 +463,7 @@ def generate():
                     for m in range(1, N_LIMBS):
                         o("c = (c >> 16) + b[%d] + %d" % (m, (q >> (16 * m)) & 0xFFFF))
                         o("b[%d] = c" % m)
+    o(INV_SOURCE.rstrip("\n"))
     o("")
     o("")
     o("WS_SIZE = const(%d)  # workspace bytes before the programs" % PROG_OFF)

@@ -75,6 +75,14 @@ def use(backend):
 
 
 def _inv(a, m):
+    if _native is not None:
+        x = _native.inverse(a, m)
+        if x is not None:
+            return x
+    return _inv_mpz(a, m)
+
+
+def _inv_mpz(a, m):
     # Extended Euclid: ~5x faster than pow(a, m-2, m) here; MicroPython's
     # pow(a, -1, m) silently returns 0, so it must not be used.
     x0 = 0

@@ -148,6 +148,42 @@ def _fmul(x, y):
     return _get(_Z)
 
 
+_minv = {}  # modulus -> -1/m mod 2^14, for inv()
+
+
+def _signed(b):
+    # 17 little-endian 16-bit limbs, two's complement.
+    v = int.from_bytes(b, "little")
+    return v - (1 << 272) if v >> 271 else v
+
+
+def inverse(a, m):
+    """1/a mod m for an odd m < 2^256 (pos.p256_viper.inv); None when the
+    engine's answer does not check out (the caller then asks the big-int
+    code, which also says whether a is invertible at all)."""
+    k = _minv.get(m)
+    if k is None:
+        x = m  # m * m = 1 mod 8; Newton doubles the good bits
+        for _ in range(4):
+            x = x * (2 - m * x) & 0x3FFF
+        k = _minv[m] = -x & 0x3FFF
+    ws = _ws
+    o = fe.INV_OFF
+    a %= m
+    ws[o:o + 36] = m.to_bytes(36, "little")
+    ws[o + 36:o + 72] = a.to_bytes(36, "little")
+    ws[o + 72:o + 144] = bytes(72)
+    ws[o + 108] = 1
+    ws[o + 144:o + 180] = m.to_bytes(36, "little")
+    if fe.inv(k, ws) < 0:
+        return None
+    f = _signed(ws[o:o + 34])
+    if f != 1 and f != -1:
+        return None
+    x = _signed(ws[o + 72:o + 106]) * f % m
+    return x if x * a % m == 1 else None
+
+
 def run(sched, tabs, r):
     """pos.p256._run_mpz natively: sched sorted, highest step first, ending in
     _END. True iff x(sum of the scheduled multiples) = r mod n; None when an
@@ -192,7 +228,7 @@ def run(sched, tabs, r):
 def table(x, y, chunks, bases, w, out, l):
     """pos.p256._table natively (same bytes): affine odd multiples d*2^(k*l)*Q
     (chunk k starting at bases[k-1] when given)."""
-    from pos.p256 import _inv  # the one inversion: extended Euclid on big ints
+    from pos.p256 import _inv  # the one inversion (inverse() above when in use)
 
     ws = _ws
     go = fe.run

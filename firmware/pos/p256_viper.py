@@ -11,7 +11,8 @@ V2_OFF = const(1152)
 R_OFF = const(1280)
 SLOTS_OFF = const(1344)
 N_SLOTS = const(24)
-PROG_OFF = const(2112)
+INV_OFF = const(2112)
+PROG_OFF = const(2292)
 OP_END = const(0)
 OP_MUL = const(1)
 OP_SQR = const(2)
@@ -792,4 +793,133 @@ def run(ai: int, b: ptr16):
                 b[15] = c
 
 
-WS_SIZE = const(2112)  # workspace bytes before the programs
+@micropython.viper
+def inv(ai: int, b: ptr16) -> int:
+    """Bernstein-Yang inverse. The INV area of workspace b holds f = m, g = a,
+    d = 0, e = 1 and m (17 16-bit limbs each, two's complement, 36 bytes
+    apart); ai = -1/m mod 2^14. On return g = 0, f = +-gcd(a, m) and
+    f = d * a mod m (d unreduced, signed). Returns the batches run, or -1 if
+    it did not converge (it always does within 43 for 256-bit values)."""
+    F = int(b) + INV_OFF
+    G = F + 36
+    Dd = F + 72
+    E = F + 108
+    M = F + 144
+    delta = 1  # twice the paper's delta, which starts at 1/2
+    n = 0
+    while n < 64:
+        j = 0
+        z = 0
+        while j < 17:
+            z = z | ptr16(G)[j]
+            j += 1
+        if z == 0:
+            return n
+        n += 1
+        # 14 divsteps on the low limbs: their decisions depend on nothing else.
+        f = ptr16(F)[0]
+        g = ptr16(G)[0]
+        u = 1
+        v = 0
+        q = 0
+        r = 1
+        i = 0
+        while i < 14:
+            if g & 1:
+                if delta > 0:
+                    t = f
+                    f = g
+                    g = (g - t) >> 1
+                    t = u
+                    u = q << 1
+                    q = q - t
+                    t = v
+                    v = r << 1
+                    r = r - t
+                    delta = 2 - delta
+                else:
+                    g = (g + f) >> 1
+                    q = q + u
+                    r = r + v
+                    u = u << 1
+                    v = v << 1
+                    delta += 2
+            else:
+                g = g >> 1
+                u = u << 1
+                v = v << 1
+                delta += 2
+            i += 1
+        # (f, g) = (u f + v g, q f + r g) / 2^14, exact. |u| + |v| <= 2^14 and
+        # |q| + |r| <= 2^14, so each sum of products stays below 2^30.
+        cf = 0
+        cg = 0
+        pf = 0
+        pg = 0
+        j = 0
+        while j < 17:
+            x = ptr16(F)[j]
+            y = ptr16(G)[j]
+            if j == 16:
+                if x > 32767:
+                    x -= 65536
+                if y > 32767:
+                    y -= 65536
+            cf = cf + u * x + v * y
+            cg = cg + q * x + r * y
+            lf = cf & 0xFFFF
+            lg = cg & 0xFFFF
+            cf = cf >> 16
+            cg = cg >> 16
+            if j:
+                ptr16(F)[j - 1] = (pf >> 14) | (lf << 2)
+                ptr16(G)[j - 1] = (pg >> 14) | (lg << 2)
+            pf = lf
+            pg = lg
+            j += 1
+        ptr16(F)[16] = (pf >> 14) | (cf << 2)
+        ptr16(G)[16] = (pg >> 14) | (cg << 2)
+        # (d, e) = (u d + v e + kd m, q d + r e + ke m) / 2^14, with kd, ke in
+        # [-2^13, 2^13) making the sums divisible by 2^14. d and e stay
+        # unreduced: each batch moves them by less than m/2, and 17 limbs hold
+        # far more than 64 batches can add.
+        x = ptr16(Dd)[0]
+        y = ptr16(E)[0]
+        kd = (((u * x + v * y) & 0x3FFF) * ai) & 0x3FFF
+        ke = (((q * x + r * y) & 0x3FFF) * ai) & 0x3FFF
+        if kd >= 8192:
+            kd -= 16384
+        if ke >= 8192:
+            ke -= 16384
+        cf = 0
+        cg = 0
+        pf = 0
+        pg = 0
+        j = 0
+        while j < 17:
+            x = ptr16(Dd)[j]
+            y = ptr16(E)[j]
+            mj = ptr16(M)[j]
+            if j == 16:
+                if x > 32767:
+                    x -= 65536
+                if y > 32767:
+                    y -= 65536
+            cf = cf + u * x + v * y + kd * mj
+            cg = cg + q * x + r * y + ke * mj
+            lf = cf & 0xFFFF
+            lg = cg & 0xFFFF
+            cf = cf >> 16
+            cg = cg >> 16
+            if j:
+                ptr16(Dd)[j - 1] = (pf >> 14) | (lf << 2)
+                ptr16(E)[j - 1] = (pg >> 14) | (lg << 2)
+            pf = lf
+            pg = lg
+            j += 1
+        ptr16(Dd)[16] = (pf >> 14) | (cf << 2)
+        ptr16(E)[16] = (pg >> 14) | (cg << 2)
+    return -1
+
+
+WS_SIZE = const(2292)  # workspace bytes before the programs

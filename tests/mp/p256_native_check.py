@@ -152,6 +152,25 @@ for i in range(12):
         if (want[2] % P == 0) != (r[2] % P == 0) or want[2] % P and aff(*r[:3]) != aff(*want):
             bad.append("%s %d" % (name, i))
 
+# The inverse (Bernstein-Yang), mod p and mod n, on the same values; 0 mod m
+# has none: inverse() answers None and p256._inv raises.
+N = p256._N
+for m in (P, N):
+    for a in VALUES:
+        count[0] += 1
+        x = nat.inverse(a, m)
+        if a % m == 0:
+            if x is not None:
+                bad.append("inverse(%x) of 0 mod m: %r" % (a, x))
+        elif x is None or x * a % m != 1 or not 0 <= x < m:
+            bad.append("inverse(%x, %x) = %r" % (a, m, x))
+count[0] += 1
+try:
+    p256._inv(P, P)
+    bad.append("_inv(p, p) did not raise")
+except ValueError:
+    pass
+
 # A degenerate addition: G + G at the same step. The native loop must hand it
 # back (None) and p256._run must answer what the mpz loop answers.
 g = p256._g()

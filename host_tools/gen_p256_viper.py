@@ -27,6 +27,13 @@ Ops are 8 bytes [op, a, b, c, k1, s1, k2, s2] (k signed bytes):
   4 RED   slot a = b * reduce(V1) + k1*slot s1 + k2*slot s2   (|b| <= 3)
   5 LIN   slot a = k1*slot s1 + k2*slot s2                    (|k| <= 8)
   6 CAN   slot a = slot a mod p, canonical (below p)
+  7 SCHED the accumulator of pos.p256_native.run: the schedule entries (32-bit
+          words from LOOP_OFF + 96, ending in 0x1E00; step << 14 | negate << 13
+          | table << 9 | index) on tables whose addresses are LOOP_OFF words
+          0..15 (each 2^31 + address - workspace address, mod 2^32), running
+          the doubling, addition, subtraction and negation programs at the
+          offsets in words 16..19 as subroutines; the point is slots 0-2, the
+          one added 3-4.
 
 inv(minv, ws) is a second function: the modular inverse by Bernstein-Yang
 divsteps (safegcd, "Fast constant-time gcd computation and modular
@@ -53,7 +60,11 @@ SLOTS_OFF = 1344
 N_SLOTS = 24
 INV_OFF = SLOTS_OFF + 32 * N_SLOTS  # inv(): F, G, D, E, M, 17 limbs (+1 spare) each
 INV_LIMBS = 17
-PROG_OFF = INV_OFF + 5 * 36
+LOOP_OFF = INV_OFF + 5 * 36  # SCHED: 16 table offsets, 4 program offsets, then the entries
+MAX_SCHED = 160
+SCALAR_OFF = LOOP_OFF + 4 * (24 + MAX_SCHED)  # wnaf(): the scalar, 36 bytes
+PARAM_OFF = SCALAR_OFF + 36  # wnaf(): w, tag, step, log2(l), c
+PROG_OFF = PARAM_OFF + 20
 MAX_COMB = 8
 MAX_SCALE = 3
 MAX_K = 8
@@ -326,6 +337,78 @@ def inv(ai: int, b: ptr16) -> int:
 '''
 
 
+# wNAF recoding and the schedule's sort, hand-written (pos.p256._schedule's
+# loop, on the workspace).
+SCHED_SOURCE = '''
+
+@micropython.viper
+def wnaf(ai: int, b: ptr16) -> int:
+    """Append the width-w NAF digits of the scalar at SCALAR_OFF (32 bytes,
+    little-endian, 4 zero bytes after) to the schedule at LOOP_OFF + 96 as
+    pos.p256._schedule does, from entry ai on; the parameters are the words
+    at PARAM_OFF: w, tag, step, log2(l), c. Returns the new entry count, or -1
+    when MAX_SCHED would be exceeded."""
+    w0 = int(b)
+    k = ptr8(w0 + SCALAR_OFF)
+    P = ptr32(w0 + PARAM_OFF)
+    E = ptr32(w0 + LOOP_OFF + 96)
+    n = ai
+    wd = P[0]
+    tag = P[1]
+    step = P[2]
+    ls = P[3]
+    c = P[4]
+    full = 1 << wd
+    mask = full - 1
+    half = full >> 1
+    i = 0
+    carry = 0
+    while i < 256 or carry:
+        x = (k[i >> 3] | (k[(i >> 3) + 1] << 8)) >> (i & 7)
+        v = x + carry
+        if v & 1:
+            d = v & mask
+            if d >= half:
+                d -= full
+            carry = ((x & mask) + carry - d) >> wd
+            ck = i >> ls
+            if ck >= c:
+                ck = c - 1
+            if n >= MAX_SCHED - 1:
+                return -1
+            if d < 0:
+                E[n] = ((i - (ck << ls)) << 14) | 0x2000 | (tag + ck * step + ((0 - d) >> 1))
+            else:
+                E[n] = ((i - (ck << ls)) << 14) | (tag + ck * step + (d >> 1))
+            n += 1
+            i += wd
+        else:
+            t = 1
+            while not ((v >> t) & 1) and t < 8:
+                t += 1
+            carry = ((x & ((1 << t) - 1)) + carry) >> t
+            i += t
+    return n
+
+
+@micropython.viper
+def order(ai: int, b: ptr16):
+    """Sort the ai schedule entries, highest first (insertion sort: under a
+    hundred entries, in runs already in order), and end them with 0x1E00."""
+    E = ptr32(int(b) + LOOP_OFF + 96)
+    i = 1
+    while i < ai:
+        x = E[i]
+        j = i - 1
+        while j >= 0 and E[j] < x:
+            E[j + 1] = E[j]
+            j -= 1
+        E[j + 1] = x
+        i += 1
+    E[ai] = 0x1E00
+'''
+
+
 def generate():
     M = nist_matrix()
     r_max, BR = bounds(M)
@@ -339,7 +422,7 @@ def generate():
     o("")
     for name, val in (("T_OFF", T_OFF), ("V1_OFF", V1_OFF), ("V2_OFF", V2_OFF), ("R_OFF", R_OFF),
                       ("SLOTS_OFF", SLOTS_OFF), ("N_SLOTS", N_SLOTS), ("INV_OFF", INV_OFF),
-                      ("PROG_OFF", PROG_OFF)):
+                      ("SCALAR_OFF", SCALAR_OFF), ("PARAM_OFF", PARAM_OFF), ("PROG_OFF", PROG_OFF)):
         o("%s = const(%d)" % (name, val))
     o("OP_END = const(0)")
     o("OP_MUL = const(1)")
@@ -348,6 +431,9 @@ def generate():
     o("OP_RED = const(4)")
     o("OP_LIN = const(5)")
     o("OP_CAN = const(6)")
+    o("OP_SCHED = const(7)")
+    o("LOOP_OFF = const(%d)" % LOOP_OFF)
+    o("MAX_SCHED = const(%d)" % MAX_SCHED)
     o("")
     o("")
     o("@micropython.viper")
@@ -361,17 +447,96 @@ def generate():
         o("T = w + T_OFF")
         o("Rb = w + R_OFF")
         o("S0 = w + SLOTS_OFF")
+        o("L = w + LOOP_OFF")
+        o("ret = 0  # a subroutine's return pc (SCHED), 0 at the top level")
+        o("sub = 0")
+        o("scnt = 0")
+        o("si = 0")
+        o("cur = 0")
+        o("B31 = 1")
+        o("B31 = B31 << 31  # 2^31 (mod 2^32 on a 32-bit port): computed, not a constant")
         o("while True:")
         with o.block():
             o("p = ptr8(pc)")
             o("op = p[0]")
             o("if op == OP_END:")
             with o.block():
+                o("if ret:")
+                with o.block():
+                    o("scnt -= 1")
+                    o("if scnt > 0:")
+                    with o.block():
+                        o("pc = sub")
+                    o("else:")
+                    with o.block():
+                        o("pc = ret")
+                        o("ret = 0")
+                    o("continue")
                 o("cnt -= 1")
                 o("if cnt <= 0:")
                 with o.block():
                     o("break")
                 o("pc = start")
+                o("continue")
+            o("if op == OP_SCHED:")
+            with o.block():
+                o("# Re-entered after each subroutine; si = entries done.")
+                o("e = ptr32(L)[24 + si]")
+                o("j = e >> 14")
+                o("if si and cur > j:")
+                with o.block():
+                    o("ret = pc")
+                    o("sub = w + PROG_OFF + ptr32(L)[16]")
+                    o("scnt = cur - j")
+                    o("cur = j")
+                    o("pc = sub")
+                    o("continue")
+                o("if e == 0x1E00:")
+                with o.block():
+                    o("si = 0")
+                    o("pc += 8")
+                    o("continue")
+                o("# The entry's point: to slots 3-4, or 0-1 (with Z = 1) for the first.")
+                o("src = ptr32(L)[(e >> 9) & 15] - B31 + w + ((e & 0x1FF) << 6)")
+                o("dst = S0")
+                o("if si:")
+                with o.block():
+                    o("dst += 96")
+                o("if src & 1:")
+                with o.block():
+                    o("k = 0")
+                    o("while k < 64:")
+                    with o.block():
+                        o("ptr8(dst)[k] = ptr8(src)[k]")
+                        o("k += 1")
+                o("else:")
+                with o.block():
+                    for k in range(32):
+                        o("ptr16(dst)[%d] = ptr16(src)[%d]" % (k, k))
+                o("ret = pc")
+                o("scnt = 1")
+                o("if si == 0:")
+                with o.block():
+                    o("b = ptr16(S0 + 64)")
+                    o("b[0] = 1")
+                    for k in range(1, 16):
+                        o("b[%d] = 0" % k)
+                    o("cur = j")
+                    o("si = 1")
+                    o("if not (e & 0x2000):")
+                    with o.block():
+                        o("ret = 0")
+                        o("continue")
+                    o("sub = w + PROG_OFF + ptr32(L)[19]")
+                o("else:")
+                with o.block():
+                    o("si += 1")
+                    o("k = 17")
+                    o("if e & 0x2000:")
+                    with o.block():
+                        o("k = 18")
+                    o("sub = w + PROG_OFF + ptr32(L)[k]")
+                o("pc = sub")
                 o("continue")
             o("pc += 8")
             o("if op == OP_MUL:")
@@ -464,6 +629,14 @@ def generate():
                         o("c = (c >> 16) + b[%d] + %d" % (m, (q >> (16 * m)) & 0xFFFF))
                         o("b[%d] = c" % m)
     o(INV_SOURCE.rstrip("\n"))
+    o(SCHED_SOURCE.rstrip("\n"))
+    o("")
+    o("")
+    o("@micropython.viper")
+    o("def addr(x: ptr8) -> uint:")
+    with o.block():
+        o('"""The address of a buffer (for the SCHED op\'s table offsets)."""')
+        o("return uint(x)")
     o("")
     o("")
     o("WS_SIZE = const(%d)  # workspace bytes before the programs" % PROG_OFF)

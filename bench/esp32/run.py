@@ -10,7 +10,7 @@ it: p256.use("native").
 
 ESP32 @240 MHz = virtual us x k, per operation (the README's calibration):
   k = 7.2-8.9 for the time inside C-bound code, measured: the native field
-  engine (pos.p256_viper.run) and RSA verification (pos.rsa.verify_digest,
+  engine (the viper functions of pos.p256_viper) and RSA verification (pos.rsa.verify_digest,
   17 big-int modular multiplications), timed by wrappers in a second,
   otherwise identical pass;
   k = 7.2-14.1 for the rest (interpreter, big ints, hashing and GC mixed),

@@ -343,11 +343,8 @@ def mul2_check(u1, u2, qt, r, l=_L, c=_C):
     tabs = [memoryview(qt)]
     for t in g.G:
         tabs.append(memoryview(t))
-    sched = []
-    _schedule(u1, g.W, 1 << 9, 1 << 9, sched)
     w = _window(qt, c)
-    _schedule(u2, w, 0, 1 << (w - 2), sched, l, c)
-    return _run(sched, tabs, r)
+    return _mul2(u1, (g.W, 1 << 9, 1 << 9, _L, _C), u2, (w, 0, 1 << (w - 2), l, c), tabs, r)
 
 
 def mul2_check_cold(u1, u2, x, y, r):
@@ -355,9 +352,18 @@ def mul2_check_cold(u1, u2, x, y, r):
     odd multiples built here and dropped."""
     g = _g()
     tabs = [memoryview(_table(x, y, 1)), memoryview(g.G[0])]
+    return _mul2(u1, (g.W, 1 << 9, 0, 1024, 1), u2, (Q_WINDOW, 0, 0, 1024, 1), tabs, r)
+
+
+def _mul2(u1, ga, u2, qa, tabs, r):
+    # ga, qa: _schedule's (w, tag, step, l, c) for u1 (G's tables) and u2 (Q's).
+    if _native is not None:
+        ok = _native.mul2(u1, ga, u2, qa, tabs, r)
+        if ok is not None:
+            return ok
     sched = []
-    _schedule(u1, g.W, 1 << 9, 0, sched, 1024, 1)
-    _schedule(u2, Q_WINDOW, 0, 0, sched, 1024, 1)
+    _schedule(u1, ga[0], ga[1], ga[2], sched, ga[3], ga[4])
+    _schedule(u2, qa[0], qa[1], qa[2], sched, qa[3], qa[4])
     return _run(sched, tabs, r)
 
 

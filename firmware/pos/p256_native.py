@@ -12,6 +12,9 @@
 # the loop runs straight through and run() answers None when Z ends at 0 mod p:
 # the caller reruns that verification with the mpz code, which handles those
 # cases. A Z that is not 0 proves that no addition was degenerate.
+import struct
+from array import array
+
 from micropython import const
 
 from pos import p256_viper as fe
@@ -99,6 +102,7 @@ def _programs():
     P["aff"] = (S(5, Z) + M(X, X, 5) + M(6, 5, Z) + M(Y, Y, 6) + M(Z, Z, 7)
                 + op(fe.OP_CAN, X) + op(fe.OP_CAN, Y))
     P["mul"] = M(Z, X, Y) + op(fe.OP_CAN, Z)
+    P["sched"] = op(fe.OP_SCHED)
     return P
 
 
@@ -120,6 +124,8 @@ def init():
         blob += P[name] + _END_OP
     ws = bytearray(fe.PROG_OFF + len(blob))
     ws[fe.PROG_OFF:] = blob
+    for i, name in enumerate(("dbl", "add", "sub", "neg")):  # SCHED's subroutines
+        struct.pack_into("<I", ws, fe.LOOP_OFF + 64 + 4 * i, _prog[name] & 0xFFFF)
     _ws = ws
     # Known answers: edge values and their products, reduced; a wrong answer
     # (a port without a little-endian 16-bit view, a miscompiled emitter) disables it.
@@ -188,31 +194,44 @@ def run(sched, tabs, r):
     """pos.p256._run_mpz natively: sched sorted, highest step first, ending in
     _END. True iff x(sum of the scheduled multiples) = r mod n; None when an
     addition was degenerate (the caller asks the mpz code)."""
+    if len(sched) > fe.MAX_SCHED:
+        return None
+    o = fe.LOOP_OFF + 96
+    _ws[o:o + 4 * len(sched)] = bytes(array("I", sched))
+    return _acc(tabs, r)
+
+
+def mul2(u1, ga, u2, qa, tabs, r):
+    """x(u1*G + u2*Q) mod n == r, the schedule made here too: ga and qa are
+    pos.p256._schedule's (w, tag, step, l, c) for each scalar. None as run()."""
     ws = _ws
-    go = fe.run
-    dbl = _prog["dbl"] & 0xFFFF
-    add = _prog["add"]
-    sub = _prog["sub"]
-    p0 = _off(_PX)
-    # The first entry starts the accumulator: (x2, +-y2, 1).
-    c = sched[0]
-    i = (c & _IDX) << 6
-    m = tabs[(c & _TAB) >> 9]
-    ws[_off(_X):_off(_X) + 64] = m[i:i + 64]
-    ws[_off(_Z):_off(_Z) + 32] = _ONE
-    if c & _NEG:
-        go(_prog["neg"], ws)
-    cur = c >> _STEP
-    for c in sched[1:]:
-        j = c >> _STEP
-        if cur > j:
-            go(dbl | (cur - j) << 16, ws)
-        cur = j
-        if c == _END:
-            break
-        i = (c & _IDX) << 6
-        ws[p0:p0 + 64] = tabs[(c & _TAB) >> 9][i:i + 64]
-        go(sub if c & _NEG else add, ws)
+    n = 0
+    for k, a in ((u1, ga), (u2, qa)):
+        ws[fe.SCALAR_OFF:fe.SCALAR_OFF + 32] = k.to_bytes(32, "little")
+        ls = 0
+        while 1 << ls < a[3]:
+            ls += 1
+        struct.pack_into("<5I", ws, fe.PARAM_OFF, a[0], a[1], a[2], ls, a[4])
+        n = fe.wnaf(n, ws)
+        if n < 0:
+            return None
+    if not n:
+        return False
+    fe.order(n, ws)
+    return _acc(tabs, r)
+
+
+def _acc(tabs, r):
+    # The schedule is in the workspace: run it (the SCHED op) and check x.
+    ws = _ws
+    if len(tabs) > 15:
+        return None
+    # SCHED reads the tables where they are: their addresses, relative to the
+    # workspace's (the GC never moves a block; the caller holds them).
+    base = fe.addr(ws)
+    for k in range(len(tabs)):
+        struct.pack_into("<I", ws, fe.LOOP_OFF + 4 * k, (fe.addr(tabs[k]) - base + (1 << 31)) & 0xFFFFFFFF)
+    fe.run(_prog["sched"], ws)
     p = _P
     z = _get(_Z) % p
     if not z:

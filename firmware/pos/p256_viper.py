@@ -12,7 +12,9 @@ R_OFF = const(1280)
 SLOTS_OFF = const(1344)
 N_SLOTS = const(24)
 INV_OFF = const(2112)
-PROG_OFF = const(2292)
+SCALAR_OFF = const(3028)
+PARAM_OFF = const(3064)
+PROG_OFF = const(3084)
 OP_END = const(0)
 OP_MUL = const(1)
 OP_SQR = const(2)
@@ -20,6 +22,9 @@ OP_COMB = const(3)
 OP_RED = const(4)
 OP_LIN = const(5)
 OP_CAN = const(6)
+OP_SCHED = const(7)
+LOOP_OFF = const(2292)
+MAX_SCHED = const(160)
 
 
 @micropython.viper
@@ -32,14 +37,122 @@ def run(ai: int, b: ptr16):
     T = w + T_OFF
     Rb = w + R_OFF
     S0 = w + SLOTS_OFF
+    L = w + LOOP_OFF
+    ret = 0  # a subroutine's return pc (SCHED), 0 at the top level
+    sub = 0
+    scnt = 0
+    si = 0
+    cur = 0
+    B31 = 1
+    B31 = B31 << 31  # 2^31 (mod 2^32 on a 32-bit port): computed, not a constant
     while True:
         p = ptr8(pc)
         op = p[0]
         if op == OP_END:
+            if ret:
+                scnt -= 1
+                if scnt > 0:
+                    pc = sub
+                else:
+                    pc = ret
+                    ret = 0
+                continue
             cnt -= 1
             if cnt <= 0:
                 break
             pc = start
+            continue
+        if op == OP_SCHED:
+            # Re-entered after each subroutine; si = entries done.
+            e = ptr32(L)[24 + si]
+            j = e >> 14
+            if si and cur > j:
+                ret = pc
+                sub = w + PROG_OFF + ptr32(L)[16]
+                scnt = cur - j
+                cur = j
+                pc = sub
+                continue
+            if e == 0x1E00:
+                si = 0
+                pc += 8
+                continue
+            # The entry's point: to slots 3-4, or 0-1 (with Z = 1) for the first.
+            src = ptr32(L)[(e >> 9) & 15] - B31 + w + ((e & 0x1FF) << 6)
+            dst = S0
+            if si:
+                dst += 96
+            if src & 1:
+                k = 0
+                while k < 64:
+                    ptr8(dst)[k] = ptr8(src)[k]
+                    k += 1
+            else:
+                ptr16(dst)[0] = ptr16(src)[0]
+                ptr16(dst)[1] = ptr16(src)[1]
+                ptr16(dst)[2] = ptr16(src)[2]
+                ptr16(dst)[3] = ptr16(src)[3]
+                ptr16(dst)[4] = ptr16(src)[4]
+                ptr16(dst)[5] = ptr16(src)[5]
+                ptr16(dst)[6] = ptr16(src)[6]
+                ptr16(dst)[7] = ptr16(src)[7]
+                ptr16(dst)[8] = ptr16(src)[8]
+                ptr16(dst)[9] = ptr16(src)[9]
+                ptr16(dst)[10] = ptr16(src)[10]
+                ptr16(dst)[11] = ptr16(src)[11]
+                ptr16(dst)[12] = ptr16(src)[12]
+                ptr16(dst)[13] = ptr16(src)[13]
+                ptr16(dst)[14] = ptr16(src)[14]
+                ptr16(dst)[15] = ptr16(src)[15]
+                ptr16(dst)[16] = ptr16(src)[16]
+                ptr16(dst)[17] = ptr16(src)[17]
+                ptr16(dst)[18] = ptr16(src)[18]
+                ptr16(dst)[19] = ptr16(src)[19]
+                ptr16(dst)[20] = ptr16(src)[20]
+                ptr16(dst)[21] = ptr16(src)[21]
+                ptr16(dst)[22] = ptr16(src)[22]
+                ptr16(dst)[23] = ptr16(src)[23]
+                ptr16(dst)[24] = ptr16(src)[24]
+                ptr16(dst)[25] = ptr16(src)[25]
+                ptr16(dst)[26] = ptr16(src)[26]
+                ptr16(dst)[27] = ptr16(src)[27]
+                ptr16(dst)[28] = ptr16(src)[28]
+                ptr16(dst)[29] = ptr16(src)[29]
+                ptr16(dst)[30] = ptr16(src)[30]
+                ptr16(dst)[31] = ptr16(src)[31]
+            ret = pc
+            scnt = 1
+            if si == 0:
+                b = ptr16(S0 + 64)
+                b[0] = 1
+                b[1] = 0
+                b[2] = 0
+                b[3] = 0
+                b[4] = 0
+                b[5] = 0
+                b[6] = 0
+                b[7] = 0
+                b[8] = 0
+                b[9] = 0
+                b[10] = 0
+                b[11] = 0
+                b[12] = 0
+                b[13] = 0
+                b[14] = 0
+                b[15] = 0
+                cur = j
+                si = 1
+                if not (e & 0x2000):
+                    ret = 0
+                    continue
+                sub = w + PROG_OFF + ptr32(L)[19]
+            else:
+                si += 1
+                k = 17
+                if e & 0x2000:
+                    k = 18
+                sub = w + PROG_OFF + ptr32(L)[k]
+            pc = sub
             continue
         pc += 8
         if op == OP_MUL:
@@ -922,4 +1035,77 @@ def inv(ai: int, b: ptr16) -> int:
     return -1
 
 
-WS_SIZE = const(2292)  # workspace bytes before the programs
+@micropython.viper
+def wnaf(ai: int, b: ptr16) -> int:
+    """Append the width-w NAF digits of the scalar at SCALAR_OFF (32 bytes,
+    little-endian, 4 zero bytes after) to the schedule at LOOP_OFF + 96 as
+    pos.p256._schedule does, from entry ai on; the parameters are the words
+    at PARAM_OFF: w, tag, step, log2(l), c. Returns the new entry count, or -1
+    when MAX_SCHED would be exceeded."""
+    w0 = int(b)
+    k = ptr8(w0 + SCALAR_OFF)
+    P = ptr32(w0 + PARAM_OFF)
+    E = ptr32(w0 + LOOP_OFF + 96)
+    n = ai
+    wd = P[0]
+    tag = P[1]
+    step = P[2]
+    ls = P[3]
+    c = P[4]
+    full = 1 << wd
+    mask = full - 1
+    half = full >> 1
+    i = 0
+    carry = 0
+    while i < 256 or carry:
+        x = (k[i >> 3] | (k[(i >> 3) + 1] << 8)) >> (i & 7)
+        v = x + carry
+        if v & 1:
+            d = v & mask
+            if d >= half:
+                d -= full
+            carry = ((x & mask) + carry - d) >> wd
+            ck = i >> ls
+            if ck >= c:
+                ck = c - 1
+            if n >= MAX_SCHED - 1:
+                return -1
+            if d < 0:
+                E[n] = ((i - (ck << ls)) << 14) | 0x2000 | (tag + ck * step + ((0 - d) >> 1))
+            else:
+                E[n] = ((i - (ck << ls)) << 14) | (tag + ck * step + (d >> 1))
+            n += 1
+            i += wd
+        else:
+            t = 1
+            while not ((v >> t) & 1) and t < 8:
+                t += 1
+            carry = ((x & ((1 << t) - 1)) + carry) >> t
+            i += t
+    return n
+
+
+@micropython.viper
+def order(ai: int, b: ptr16):
+    """Sort the ai schedule entries, highest first (insertion sort: under a
+    hundred entries, in runs already in order), and end them with 0x1E00."""
+    E = ptr32(int(b) + LOOP_OFF + 96)
+    i = 1
+    while i < ai:
+        x = E[i]
+        j = i - 1
+        while j >= 0 and E[j] < x:
+            E[j + 1] = E[j]
+            j -= 1
+        E[j + 1] = x
+        i += 1
+    E[ai] = 0x1E00
+
+
+@micropython.viper
+def addr(x: ptr8) -> uint:
+    """The address of a buffer (for the SCHED op's table offsets)."""
+    return uint(x)
+
+
+WS_SIZE = const(3084)  # workspace bytes before the programs

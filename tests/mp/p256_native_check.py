@@ -171,6 +171,33 @@ try:
 except ValueError:
     pass
 
+# The schedule (wnaf + order) against pos.p256._schedule, for every parameter
+# set the verifier uses, on edge scalars and random ones.
+import struct
+
+ws2 = nat._ws
+E0 = fe.LOOP_OFF + 96
+PARAMS = [(7, 1 << 9, 1 << 9, 32, 8), (4, 0, 4, 32, 8), (5, 0, 8, 32, 8), (4, 0, 4, 64, 4),
+          (7, 1 << 9, 0, 1024, 1), (4, 0, 0, 1024, 1)]
+for u in [1, 2, 3, N - 1, N - 2, (1 << 255) - 1, 0x5555 * (M256 // 0xFFFF) % N] + [rand256() % N for _ in range(12)]:
+    for i in range(len(PARAMS) - 1):
+        ga, qa = PARAMS[i], PARAMS[(i + 1 + (u & 3)) % len(PARAMS)]
+        want = []
+        p256._schedule(u, ga[0], ga[1], ga[2], want, ga[3], ga[4])
+        p256._schedule(u ^ 0x1234567, qa[0], qa[1], qa[2], want, qa[3], qa[4])
+        want.sort(reverse=True)
+        n = 0
+        for k, a in ((u, ga), (u ^ 0x1234567, qa)):
+            ws2[fe.SCALAR_OFF:fe.SCALAR_OFF + 32] = k.to_bytes(32, "little")
+            ls = {32: 5, 64: 6, 1024: 10}[a[3]]
+            struct.pack_into("<5I", ws2, fe.PARAM_OFF, a[0], a[1], a[2], ls, a[4])
+            n = fe.wnaf(n, ws2)
+        fe.order(n, ws2)
+        got = list(struct.unpack_from("<%dI" % (n + 1), ws2, E0))
+        count[0] += 1
+        if got != want + [0x1E00]:
+            bad.append("schedule %x %r %r" % (u, ga, qa))
+
 # A degenerate addition: G + G at the same step. The native loop must hand it
 # back (None) and p256._run must answer what the mpz loop answers.
 g = p256._g()

@@ -23,8 +23,8 @@ Ops are 8 bytes [op, a, b, c, k1, s1, k2, s2] (k signed bytes):
   0 END   repeat the program (n >> 16) times in all, then return
   1 MUL   V[a] = columns of slot b * slot c        (a: 0 -> V1, 1 -> V2)
   2 SQR   V[a] = columns of slot b ^ 2
-  3 COMB  V1 += b * V2                              (b signed, |b| <= 8)
-  4 RED   slot a = b * reduce(V1) + k1*slot s1 + k2*slot s2   (|b| <= 3)
+  3 COMB  V1 = b * V1 + c * V2                       (signed, |b| + |c| <= 9)
+  4 RED   slot a = reduce(V1) + k1*slot s1 + k2*slot s2
   5 LIN   slot a = k1*slot s1 + k2*slot s2                    (|k| <= 8)
   6 CAN   slot a = slot a mod p, canonical (below p)
   7 SCHED the accumulator of pos.p256_native.run: the schedule entries (32-bit
@@ -65,8 +65,7 @@ MAX_SCHED = 160
 SCALAR_OFF = LOOP_OFF + 4 * (24 + MAX_SCHED)  # wnaf(): the scalar, 36 bytes
 PARAM_OFF = SCALAR_OFF + 36  # wnaf(): w, tag, step, log2(l), c
 PROG_OFF = PARAM_OFF + 20
-MAX_COMB = 8
-MAX_SCALE = 3
+MAX_COMB = 9  # |b| + |c| of COMB
 MAX_K = 8
 # Every word the engine stores is kept non-negative and below 2^31, so it reads
 # back the same through a 32-bit load on a 32- or a 64-bit machine (the unix
@@ -166,27 +165,26 @@ def column_sums(o, square):
     assert touched == set(range(32)), sorted(set(range(32)) - touched)
 
 
-def reduction(o, M, BR):
-    # R[2w+e] = scale * sum_j M[w][j] * V[2j+e] + BR; V read through `ai`,
-    # each V carrying the bias BV, taken off as one constant per limb.
-    for w in range(8):
-        for e in range(2):
-            terms = []
-            for j in range(16):
-                c = M[w][j]
-                terms += [(1 if c > 0 else -1, "ptr32(ai)[%d]" % (2 * j + e))] * abs(c)
-            bias = BV * sum(M[w])
-            unbias = (" - %d" % bias if bias > 0 else " + %d" % -bias) if bias else ""
-            o("ptr32(Rb)[%d] = (%s%s) * s + %d" % (2 * w + e, chain(terms), unbias, BR[2 * w + e]))
+def reduced(M, BR, m):
+    """Limb m of the reduction, plus BR[m]: sum_j M[w][j] * V[2j+e] (m = 2w+e),
+    V read through `ai`, each V carrying the bias BV, taken off with BR[m] as
+    one constant."""
+    w, e = divmod(m, 2)
+    terms = []
+    for j in range(16):
+        c = M[w][j]
+        terms += [(1 if c > 0 else -1, "ptr32(ai)[%d]" % (2 * j + e))] * abs(c)
+    k = BR[m] - BV * sum(M[w])
+    return "%s %s %d" % (chain(terms), "+" if k >= 0 else "-", abs(k))
 
 
 def bounds(M):
     """(largest |signed limb| before the bias, BR): checks that every word the
     engine computes fits a signed 32-bit int and every stored one is >= 0."""
     col = 31 * 0xFFFF  # most half-products in one column (16 low + 15 high halves)
-    assert BV > MAX_COMB * col  # V1 + c V2 + BV >= 0
-    v = (1 + MAX_COMB) * col  # |V1 + c V2|
-    r = max(sum(abs(c) for c in row) for row in M) * v * MAX_SCALE + 2 * MAX_K * 0xFFFF
+    assert BV > MAX_COMB * col  # b V1 + c V2 + BV >= 0
+    v = MAX_COMB * col  # |b V1 + c V2|
+    r = max(sum(abs(c) for c in row) for row in M) * v + 2 * MAX_K * 0xFFFF
     # BR: limbs of a multiple of p, each at least base > r, and base + 2^16 a
     # viper immediate (a small int on a 32-bit port: below 2^30).
     base = (r // (1 << 24) + 2) << 24
@@ -200,7 +198,7 @@ def bounds(M):
     top = base + 0x10000 + r  # largest stored limb; the carry pass adds < 2^16
     assert top + (1 << 16) < 1 << 31 and base - r > 1 << 16
     # Largest word the column sums and the combination make.
-    assert col + BV + MAX_COMB * (col + BV) < 1 << 31
+    assert MAX_COMB * (col + BV) + BV < 1 << 31
     return r, BR
 
 
@@ -555,15 +553,19 @@ def generate():
                 column_sums(o, True)
             o("elif op == OP_COMB:")
             with o.block():
-                o("c = p[2]")
+                o("a = p[2]")
+                o("if a > 127:")
+                with o.block():
+                    o("a -= 256")
+                o("c = p[3]")
                 o("if c > 127:")
                 with o.block():
                     o("c -= 256")
-                o("cb = c * %d" % BV)
+                o("cb = (a + c - 1) * %d  # keeps the bias BV" % BV)
                 o("ai = w + V1_OFF")
                 o("b = ptr16(w + V2_OFF)")
                 for k in range(32):
-                    o("ptr32(ai)[%d] = ptr32(b)[%d] * c + ptr32(ai)[%d] - cb" % (k, k, k))
+                    o("ptr32(ai)[%d] = ptr32(ai)[%d] * a + ptr32(b)[%d] * c - cb" % (k, k, k))
             o("elif op == OP_CAN:")
             with o.block():
                 o("# A lazy value is below 2^256 < 2p: subtract p once if that does not borrow.")
@@ -580,45 +582,61 @@ def generate():
                         o("b[%d] = ptr16(ai)[%d]" % (m, m))
             o("else:")
             with o.block():
-                o("if op == OP_RED:")
+                fold = {0: " + e", 6: " - e", 12: " - e", 14: " + e", 15: " - (e << 16)"}
+                o("b = ptr16(S0 + (p[1] << 5))")
+                o("if op == OP_RED and not (p[4] | p[6]):")
                 with o.block():
-                    o("s = p[2]")
-                    o("if s > 127:")
-                    with o.block():
-                        o("s -= 256")
+                    o("# The reduction straight into the carry pass: limbs 15 and 14")
+                    o("# first, for the estimate e of the top carry.")
                     o("ai = w + V1_OFF")
-                    reduction(o, M, BR)
+                    for m in (14, 15):
+                        o("ptr32(Rb)[%d] = %s" % (m, reduced(M, BR, m)))
+                    o("e = (ptr32(Rb)[15] + (ptr32(Rb)[14] >> 16)) >> 16")
+                    o("c = %s + e" % reduced(M, BR, 0))
+                    o("b[0] = c")
+                    for m in range(1, 14):
+                        o("c = (c >> 16) + %s%s" % (reduced(M, BR, m), fold.get(m, "")))
+                        o("b[%d] = c" % m)
+                    for m in (14, 15):
+                        o("c = (c >> 16) + ptr32(Rb)[%d]%s" % (m, fold[m]))
+                        o("b[%d] = c" % m)
                 o("else:")
                 with o.block():
-                    for m in range(N_LIMBS):
-                        o("ptr32(Rb)[%d] = %d" % (m, BR[m]))
-                o("t = 4")
-                o("while t <= 6:")
-                with o.block():
-                    o("k = p[t]")
-                    o("if k:")
+                    o("if op == OP_RED:")
                     with o.block():
-                        o("if k > 127:")
-                        with o.block():
-                            o("k -= 256")
-                        o("ai = k")
-                        o("b = ptr16(S0 + (p[t + 1] << 5))")
+                        o("ai = w + V1_OFF")
                         for m in range(N_LIMBS):
-                            o("ptr32(Rb)[%d] = b[%d] * ai + ptr32(Rb)[%d]" % (m, m, m))
-                    o("t += 2")
-                # Normalise R into the destination slot: fold the top carry's
-                # estimate e with 2^256 = 2^224 - 2^192 - 2^96 + 1 inside the
-                # carry pass (so no stored word goes negative); what is left
-                # above 2^256 is 0 or 1 (then the value is below 2^256 + 2^242).
-                o("ai = Rb")
-                o("b = ptr16(S0 + (p[1] << 5))")
-                o("e = (ptr32(ai)[15] + (ptr32(ai)[14] >> 16)) >> 16")
-                fold = {0: " + e", 6: " - e", 12: " - e", 14: " + e", 15: " - (e << 16)"}
-                o("c = ptr32(ai)[0] + e")
-                o("b[0] = c")
-                for m in range(1, N_LIMBS):
-                    o("c = (c >> 16) + ptr32(ai)[%d]%s" % (m, fold.get(m, "")))
-                    o("b[%d] = c" % m)
+                            o("ptr32(Rb)[%d] = %s" % (m, reduced(M, BR, m)))
+                    o("else:")
+                    with o.block():
+                        for m in range(N_LIMBS):
+                            o("ptr32(Rb)[%d] = %d" % (m, BR[m]))
+                    o("t = 4")
+                    o("while t <= 6:")
+                    with o.block():
+                        o("k = p[t]")
+                        o("if k:")
+                        with o.block():
+                            o("if k > 127:")
+                            with o.block():
+                                o("k -= 256")
+                            o("ai = k")
+                            o("b = ptr16(S0 + (p[t + 1] << 5))")
+                            for m in range(N_LIMBS):
+                                o("ptr32(Rb)[%d] = b[%d] * ai + ptr32(Rb)[%d]" % (m, m, m))
+                        o("t += 2")
+                    # Normalise R into the destination slot: fold the top carry's
+                    # estimate e with 2^256 = 2^224 - 2^192 - 2^96 + 1 inside the
+                    # carry pass (so no stored word goes negative); what is left
+                    # above 2^256 is 0 or 1 (then the value is below 2^256 + 2^242).
+                    o("ai = Rb")
+                    o("b = ptr16(S0 + (p[1] << 5))")
+                    o("e = (ptr32(ai)[15] + (ptr32(ai)[14] >> 16)) >> 16")
+                    o("c = ptr32(ai)[0] + e")
+                    o("b[0] = c")
+                    for m in range(1, N_LIMBS):
+                        o("c = (c >> 16) + ptr32(ai)[%d]%s" % (m, fold.get(m, "")))
+                        o("b[%d] = c" % m)
                 o("if c >> 16:")
                 with o.block():
                     o("# 2^256 <= value < 2^256 + 2^242: take p off (add 2^256 - p, drop 2^256).")

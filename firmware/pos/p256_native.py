@@ -43,16 +43,16 @@ def _off(slot):
 
 
 def _op(o, a=0, b=0, c=0, k1=0, s1=0, k2=0, s2=0):
-    return bytes((o, a, b & 255, c, k1 & 255, s1, k2 & 255, s2))
+    return bytes((o, a, b & 255, c & 255, k1 & 255, s1, k2 & 255, s2))
 
 
 def _mul(d, x, y, *fused):
     # d = x*y (+ k*s ...): the products' columns, then the reduction.
-    return _op(fe.OP_MUL, 0, x, y) + _op(fe.OP_RED, d, 1, 0, *fused)
+    return _op(fe.OP_MUL, 0, x, y) + _op(fe.OP_RED, d, 0, 0, *fused)
 
 
 def _sqr(d, x, *fused):
-    return _op(fe.OP_SQR, 0, x) + _op(fe.OP_RED, d, 1, 0, *fused)
+    return _op(fe.OP_SQR, 0, x) + _op(fe.OP_RED, d, 0, 0, *fused)
 
 
 def _lin(d, k1, s1, k2=0, s2=0):
@@ -72,9 +72,9 @@ def _programs():
     # alpha = 3 (X^2 - delta^2), X' = alpha^2 - 8 beta, Z' = (Y + Z)^2 - gamma - delta,
     # Y' = alpha (4 beta - X') - 8 gamma^2 (the last product and square share one reduction).
     P["dbl"] = (S(5, Z) + S(6, Y) + M(7, X, 6)
-                + op(fe.OP_SQR, 0, X) + op(fe.OP_SQR, 1, 5) + op(fe.OP_COMB, 0, -1) + op(fe.OP_RED, 8, 3)
+                + op(fe.OP_SQR, 0, X) + op(fe.OP_SQR, 1, 5) + op(fe.OP_COMB, 0, 3, -3) + op(fe.OP_RED, 8)
                 + S(X, 8, -8, 7) + L(9, 1, Y, 1, Z) + S(Z, 9, -1, 6, -1, 5) + L(10, 4, 7, -1, X)
-                + op(fe.OP_MUL, 0, 8, 10) + op(fe.OP_SQR, 1, 6) + op(fe.OP_COMB, 0, -8) + op(fe.OP_RED, Y, 1))
+                + op(fe.OP_MUL, 0, 8, 10) + op(fe.OP_SQR, 1, 6) + op(fe.OP_COMB, 0, 1, -8) + op(fe.OP_RED, Y, 1))
     # Mixed addition (X, Y, Z) += (x2, y2) affine, 8M + 3S: zz = Z^2, h = x2 zz - X,
     # rr = y2 Z zz - Y, X' = rr^2 - h^3 - 2 X h^2, Y' = rr (X h^2 - X') - Y h^3, Z' = Z h.
     # Adding -(x2, y2) computes rr' = -rr = y2 Z zz + Y and (X' - X h^2): the same Y'.
@@ -82,13 +82,13 @@ def _programs():
         P[name] = (S(5, Z) + M(6, PX, 5, -1, X) + M(7, Z, 5) + M(8, PY, 7, -sign, Y)
                    + S(9, 6) + M(10, 6, 9) + M(11, X, 9) + S(X, 8, -1, 10, -2, 11)
                    + L(12, sign, 11, -sign, X)
-                   + op(fe.OP_MUL, 0, 8, 12) + op(fe.OP_MUL, 1, Y, 10) + op(fe.OP_COMB, 0, -1) + op(fe.OP_RED, Y, 1)
+                   + op(fe.OP_MUL, 0, 8, 12) + op(fe.OP_MUL, 1, Y, 10) + op(fe.OP_COMB, 0, 1, -1) + op(fe.OP_RED, Y, 1)
                    + M(Z, Z, 6))
     P["neg"] = L(Y, -1, Y)
     # Table building. dblu: D = 2P (slots 3, 4, Z in 2) and P rescaled to D's Z:
     # X = 4 beta, Y = 8 gamma^2 (as pos.p256._table does).
     P["dblu"] = (S(5, Z) + S(6, Y) + M(7, X, 6)
-                 + op(fe.OP_SQR, 0, X) + op(fe.OP_SQR, 1, 5) + op(fe.OP_COMB, 0, -1) + op(fe.OP_RED, 8, 3)
+                 + op(fe.OP_SQR, 0, X) + op(fe.OP_SQR, 1, 5) + op(fe.OP_COMB, 0, 3, -3) + op(fe.OP_RED, 8)
                  + S(PX, 8, -8, 7) + L(9, 1, Y, 1, Z) + S(Z, 9, -1, 6, -1, 5) + S(10, 6)
                  + L(11, 4, 7, -1, PX) + M(PY, 8, 11, -8, 10) + L(X, 4, 7) + L(Y, 8, 10))
     # zaddu (Meloni, co-Z): M = (X, Y) += D (slots 3, 4, same Z), and D rescaled

@@ -62,12 +62,13 @@ ops = {
     "sqr": op(fe.OP_SQR, 0, 5) + op(fe.OP_RED, 7, 1),
     "lin": op(fe.OP_LIN, 7, 0, 0, 8, 5, -8, 6),
     "lin1": op(fe.OP_LIN, 7, 0, 0, -1, 5),
-    # 3 * (a*b - 8 b^2) - 2a + 7b: COMB at its bound, the scale and both fused terms.
-    "comb": (op(fe.OP_MUL, 0, 5, 6) + op(fe.OP_SQR, 1, 6) + op(fe.OP_COMB, 0, -8)
-             + op(fe.OP_RED, 7, 3, 0, -2, 5, 7, 6)),
-    # -3 * (a*a + 8 b*a) - 8a - 8b: the other signs at their bounds.
-    "comb2": (op(fe.OP_SQR, 0, 5) + op(fe.OP_MUL, 1, 6, 5) + op(fe.OP_COMB, 0, 8)
-              + op(fe.OP_RED, 7, -3, 0, -8, 5, -8, 6)),
+    # COMB at its bound (|b| + |c| = 9), both fused terms and the plain RED.
+    "comb": (op(fe.OP_MUL, 0, 5, 6) + op(fe.OP_SQR, 1, 6) + op(fe.OP_COMB, 0, 1, -8)
+             + op(fe.OP_RED, 7, 0, 0, -2, 5, 7, 6)),
+    "comb2": (op(fe.OP_SQR, 0, 5) + op(fe.OP_MUL, 1, 6, 5) + op(fe.OP_COMB, 0, -3, -6)
+              + op(fe.OP_RED, 7, 0, 0, -8, 5, -8, 6)),
+    "comb3": op(fe.OP_MUL, 0, 5, 6) + op(fe.OP_SQR, 1, 6) + op(fe.OP_COMB, 0, 8, 1) + op(fe.OP_RED, 7),
+    "red1": op(fe.OP_MUL, 0, 5, 6) + op(fe.OP_RED, 7, 0, 0, 8, 5),
     "can": op(fe.OP_LIN, 7, 0, 0, 1, 5) + op(fe.OP_CAN, 7),
 }
 want = {
@@ -75,8 +76,10 @@ want = {
     "sqr": lambda a, b: a * a,
     "lin": lambda a, b: 8 * a - 8 * b,
     "lin1": lambda a, b: -a,
-    "comb": lambda a, b: 3 * (a * b - 8 * b * b) - 2 * a + 7 * b,
-    "comb2": lambda a, b: -3 * (a * a + 8 * a * b) - 8 * a - 8 * b,
+    "comb": lambda a, b: a * b - 8 * b * b - 2 * a + 7 * b,
+    "comb2": lambda a, b: -3 * a * a - 6 * a * b - 8 * a - 8 * b,
+    "comb3": lambda a, b: 8 * a * b + b * b,
+    "red1": lambda a, b: a * b + 8 * a,
     "can": lambda a, b: a,
 }
 blob = b""

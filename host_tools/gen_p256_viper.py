@@ -50,13 +50,19 @@ from pathlib import Path
 P = 2**256 - 2**224 + 2**192 + 2**96 - 1
 N_LIMBS = 16
 
-# Workspace layout (byte offsets). T first: its offsets must stay small (the
-# xtensa loads and stores take at most 255 units of offset).
-T_OFF = 0  # 256 products, 32-bit
-V1_OFF = 1024  # 32 column sums
-V2_OFF = 1152
-R_OFF = 1280  # 16 signed limbs before the carry pass
-SLOTS_OFF = 1344
+# Workspace layout (byte offsets). The products first: their offsets must stay
+# small (the xtensa loads and stores take at most 255 units of offset). Each
+# half of them (8 rows of 16 products, 32-bit) comes right after a copy of the
+# operand b, so that one register pointer reaches both.
+T_OFF = 0
+B1_OFF = 0  # b, then rows 0-7
+T1_OFF = 32
+B2_OFF = 544  # b again, then rows 8-15
+T2_OFF = 576
+V1_OFF = 1088  # 32 column sums
+V2_OFF = 1216
+R_OFF = 1344  # 16 signed limbs before the carry pass
+SLOTS_OFF = 1408
 N_SLOTS = 24
 INV_OFF = SLOTS_OFF + 32 * N_SLOTS  # inv(): F, G, D, E, M, 17 limbs (+1 spare) each
 INV_LIMBS = 17
@@ -132,12 +138,18 @@ def chain(terms):
 
 
 def mul_products(o, square):
-    # Row i: the multiplier limb a[i] in the register local `ai`, b in the
-    # register pointer `b`, products to T[16 i + j].
-    for i in range(N_LIMBS):
-        o("ai = ptr16(A)[%d]" % i)
-        for j in range(i if square else 0, N_LIMBS):
-            o("ptr32(T)[%d] = b[%d] * ai" % (16 * i + j, j))
+    # b (register `b`, slot address) is copied in front of each half of the
+    # products, so that `b` reaches its limbs and the products with constant
+    # offsets; row i's multiplier limb a[i] is the register local `ai`.
+    for half, base in ((0, "B1_OFF"), (1, "B2_OFF")):
+        for k in range(8):
+            o("ptr32(w + %s)[%d] = ptr32(b)[%d]" % (base, k, k))
+    for half, base in ((0, "B1_OFF"), (1, "B2_OFF")):
+        o("b = ptr16(w + %s)" % base)
+        for i in range(8 * half, 8 * half + 8):
+            o("ai = b[%d]" % i if square else "ai = ptr16(A)[%d]" % i)
+            for j in range(i if square else 0, N_LIMBS):
+                o("ptr32(b)[%d] = b[%d] * ai" % (8 + 16 * (i - 8 * half) + j, j))
 
 
 def column_sums(o, square):
@@ -146,7 +158,7 @@ def column_sums(o, square):
     # products at i + j = k and the high halves of those at i + j = k - 1.
     touched = set()
     for half in range(2):
-        o("b = ptr16(T + %d)" % (512 * half))
+        o("b = ptr16(w + %s)" % ("T2_OFF" if half else "T1_OFF"))
         cols = {}
         for i in range(8 * half, 8 * half + 8):
             for j in range(i if square else 0, N_LIMBS):
@@ -418,7 +430,8 @@ def generate():
     o("import micropython")
     o("from micropython import const")
     o("")
-    for name, val in (("T_OFF", T_OFF), ("V1_OFF", V1_OFF), ("V2_OFF", V2_OFF), ("R_OFF", R_OFF),
+    for name, val in (("B1_OFF", B1_OFF), ("T1_OFF", T1_OFF), ("B2_OFF", B2_OFF), ("T2_OFF", T2_OFF),
+                      ("V1_OFF", V1_OFF), ("V2_OFF", V2_OFF), ("R_OFF", R_OFF),
                       ("SLOTS_OFF", SLOTS_OFF), ("N_SLOTS", N_SLOTS), ("INV_OFF", INV_OFF),
                       ("SCALAR_OFF", SCALAR_OFF), ("PARAM_OFF", PARAM_OFF), ("PROG_OFF", PROG_OFF)):
         o("%s = const(%d)" % (name, val))
@@ -442,7 +455,6 @@ def generate():
         o("start = w + PROG_OFF + (ai & 0xFFFF)")
         o("cnt = ai >> 16")
         o("pc = start")
-        o("T = w + T_OFF")
         o("Rb = w + R_OFF")
         o("S0 = w + SLOTS_OFF")
         o("L = w + LOOP_OFF")

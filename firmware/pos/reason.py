@@ -29,6 +29,7 @@ BAD_AMOUNT = const(23)        # charge amount or currency rejected before any ta
 CLOCK_UNSET = const(24)       # a terminal that has never had a trusted time takes no payment
 OFFLINE_TOO_LONG = const(25)  # no sync for longer than risk.max_offline_age_s
 SUPERSEDED = const(26)        # a newer credential of this wallet has paid here
+CRED_HASH = const(27)         # the credential sent by reference is not the one its hash names
 
 NAMES = (
     "APPROVED", "MALFORMED", "UNSUPPORTED", "ISSUER_UNKNOWN", "ISSUER_KEY_INVALID",
@@ -36,6 +37,7 @@ NAMES = (
     "OVER_TAP_LIMIT", "DEVICE_SIG", "COUNTER_REPLAY", "OVER_OFFLINE_LIMIT", "CAPACITY",
     "NO_WALLET", "WALLET_ERROR", "PROTOCOL", "CARD_REMOVED", "TIMEOUT", "STORAGE",
     "CANCELLED", "READER", "BAD_AMOUNT", "CLOCK_UNSET", "OFFLINE_TOO_LONG", "SUPERSEDED",
+    "CRED_HASH",
 )
 
 

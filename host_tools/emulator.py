@@ -172,7 +172,23 @@ class Emulator:
         cfg = self.workdir / "config.json"
         cfg.write_text(json.dumps(self.config))
         with self.repl() as url:
-            return provision(url, cfg, board="unix", out=lambda *a: None)
+            r = provision(url, cfg, board="unix", out=lambda *a: None)
+            if self.seed_clock:
+                self.set_clock(url, int(time.time()))
+            return r
+
+    seed_clock = True  # a technician's provisioning gives the terminal its first trusted time
+
+    def set_clock(self, url, t):
+        """Write the terminal's trusted-clock file (pos.clock) with time `t`, as
+        the technician's provisioning does: the first trusted time a terminal
+        without an acquirer sync has."""
+        code = ("from pos.clock import Clock\nc = Clock('/flash')\nc.load()\n"
+                "c.set_acquirer(%d)\nprint('CLOCK', c.save())\n" % t)
+        r = subprocess.run([str(Path(sys.executable).with_name("mpremote")), "connect", url,
+                            "resume", "exec", code], capture_output=True, text=True, timeout=60)
+        if r.returncode or "CLOCK True" not in r.stdout:
+            raise RuntimeError("setting the terminal's clock failed: " + r.stdout + r.stderr)
 
     @contextlib.contextmanager
     def repl(self):

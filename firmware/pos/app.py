@@ -15,6 +15,7 @@ import time
 # pay for the import nor look for 4 KB blocks in a heap the imports fragmented.
 from pos import p256_gtab  # noqa: F401
 from pos import apdu, reason, record, rules, sig, till, tlv, token
+from pos.clock import DEFAULT_MAX_OFFLINE_AGE_S
 from pos.outcomes import Outcomes
 from pos.pn532 import PN532Error
 from pos.seqno import Sequence
@@ -242,8 +243,15 @@ async def run(wire, log=print):
         return 2
     # The USB console from now on: locked in production, a technician's raw
     # REPL inside the running app otherwise (pos.console, pos.lock).
-    con = console.attach(cfg, board.clock)
+    # The trusted clock (pos.clock): the acquirer's signed time, held up by
+    # what the terminal wrote; never the RTC, which restarts at 2000.
+    from pos.clock import Clock
+    fsdir = board.config_path.rsplit("/", 1)[0]
+    clock = Clock(fsdir, log)
+    clock.load()
+    con = console.attach(cfg, clock.now)
     log = con.log
+    clock.log = log
     gc.collect()
     verifier = rules.Verifier(policy, table)
     outcomes = Outcomes(journal)
@@ -265,6 +273,20 @@ async def run(wire, log=print):
         log("STORAGE prepare failed: %s" % (e,))  # append() erases itself, slowly
     if replay.full:
         log("CAPACITY %d records of wallets the table had no room for" % replay.full)
+    clock.note_record(replay.newest)
+    risk = dict(cfg.get("risk") or {})
+    store = _bundle_store(cfg, fsdir, log)
+    if store is not None:
+        held = store.load()
+        if held is not None:
+            # The acquirer's newer word on keys, deny list and risk.
+            verifier.set_policy(rules.Policy.from_config(held.policy_config()))
+            risk.update(held.risk)
+            log("BUNDLE version %d" % held.version)
+        held = None
+        if tick:
+            tick()
+        sig.warm("ES256", store.key, True)  # every bundle's signature: verify it warm
     for iss in policy.issuers.values():
         if iss.alg == token.ALG_ES256:
             if tick:
@@ -288,21 +310,28 @@ async def run(wire, log=print):
     else:
         _show(board.feedback, "red", "READER FAULT", log)
         return 3
-    term = Terminal(nfc, journal, verifier, cfg, board.feedback, board.clock, log, bufs,
+    term = Terminal(nfc, journal, verifier, cfg, board.feedback, clock.now, log, bufs,
                     seq, outcomes)
+    term.gate = lambda: clock.gate(risk.get("max_offline_age_s", DEFAULT_MAX_OFFLINE_AGE_S))
     term.link_up = board.wifi.isconnected
     term.nfc_baud = baud
     term.probe = getattr(board, "probe", None)
     # A new config from the technician takes effect without a reboot, and only
     # whole: config.reloader applies it only if all of it is valid.
+    # (While the terminal holds an acquirer bundle, its keys and deny list stay
+    # in force: they are newer than anything provisioned.)
     console.hooks["reload"] = config.reloader(board.config_path, [
-        lambda c, p: verifier.set_policy(p),
+        lambda c, p: None if store is not None and store.held else verifier.set_policy(p),
         lambda c, p: term.apply(c),
         lambda c, p: console.configure(con, c)])
     console.hooks["journal_dev"] = board.journal_dev
     console.hooks["journal"] = journal
     if wdt is not None:
         asyncio.create_task(_feed(wdt))
+    up = _uplink(journal, cfg, store, clock, board, term, verifier, risk, log)
+    if up is not None:
+        term.uplink = up
+        asyncio.create_task(up.run())
     board.wifi.active(True)
     board.wifi.connect()  # returns at once; the station keeps trying in the background
 
@@ -310,17 +339,72 @@ async def run(wire, log=print):
         await TillSession(term, reader, writer).serve()
 
     await board.till.start(handler)
-    _show(board.feedback, "off", "READY", log)
+    _show(board.feedback, "off", "READY" if clock.is_set() else "CLOCK NOT SET", log)
     gc.collect()
-    log("READY terminal=%s pn532=%d.%d records=%d pending=%d heap_free=%d" % (
-        cfg["terminal_id"], fw[1], fw[2], n, journal.pending(), gc.mem_free()))
+    log("READY terminal=%s pn532=%d.%d records=%d pending=%d heap_free=%d clock=%s" % (
+        cfg["terminal_id"], fw[1], fw[2], n, journal.pending(), gc.mem_free(),
+        clock.now() if clock.is_set() else "unset"))
     while True:
         if term.state == "idle":
             try:
                 term.idle_work()
+                clock.checkpoint()
             except Exception as e:  # noqa: idle work only saves time later
                 log("ERROR idle work: %r" % (e,))
         await asyncio.sleep_ms(1000)
+
+
+def _bundle_store(cfg, fsdir, log):
+    # The acquirer's update bundle, if provisioning pinned its key.
+    key = cfg.get("update_key")
+    if not key:
+        return None
+    from pos.bundle import Store
+    return Store(fsdir, bytes.fromhex(key), cfg["terminal_id"],
+                 validate=lambda b: rules.Policy.from_config(b.policy_config()), log=log)
+
+
+def sync(verifier, journal, upto):
+    """After the acquirer acknowledged every record up to `upto`: each
+    wallet's offline spend is what it spent since (its unacknowledged records
+    here). Counters and newest credentials are kept while the table has room
+    (PROTOCOL.md section 6); a table over half full is rebuilt from the
+    unacknowledged records alone, which frees the synced wallets' entries."""
+    t = verifier.table
+    if t.count > t.capacity // 2:
+        t.clear()
+    else:
+        t.reset_spend()
+    r = Replay(verifier)
+    for rid, payload in journal.records(upto + 1):
+        r(rid, payload, upto)
+    return r.n
+
+
+def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log):
+    if not cfg.get("uplink") or store is None:
+        log("UPLINK not provisioned: payments stay on this terminal")
+        return None
+    from pos.uplink import Uplink, UplinkError
+
+    def on_ack(upto):
+        n = sync(verifier, journal, upto)
+        log("SYNC acknowledged up to %d; %d still pending" % (upto, n))
+        term.feedback_ready(clock.is_set())
+
+    def on_bundle(b):
+        # At once: a wallet denied now is declined on the next tap.
+        verifier.set_policy(rules.Policy.from_config(b.policy_config()))
+        risk.update(b.risk)
+        term.feedback_ready(clock.is_set())
+
+    try:
+        return Uplink(journal, cfg, store, clock, board.wifi.isconnected,
+                      lambda: term.state == "idle", on_ack=on_ack, on_bundle=on_bundle,
+                      set_rtc=getattr(board, "set_rtc", None), log=log)
+    except UplinkError as e:
+        log("UPLINK cannot start: %s" % (e,))
+        return None
 
 
 def main(wire):

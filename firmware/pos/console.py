@@ -27,7 +27,7 @@ from micropython import const
 
 _LINE_MAX = const(200)
 _CODE_MAX = const(16384)
-_RING = const(64)         # event log lines kept
+_RING_BYTES = const(4096)  # event log kept (the newest lines that fit)
 _RING_LINE = const(160)   # bytes of each kept
 _SESSION_MS = const(30000)
 _BURST = const(512)       # bytes taken per wake-up before other tasks run again
@@ -57,8 +57,11 @@ class Console:
         self._code = bytearray(256)
         self._c = 0
         self._paste = 0  # bytes of a raw-paste request still expected
-        self._ring = [None] * _RING
+        # One preallocated byte ring, lines back to back: the event log costs
+        # a fixed 4 KB and leaves no long-lived scraps in the heap.
+        self._ring = bytearray(_RING_BYTES)
         self._head = 0
+        self._wrapped = False
         self.dropped = 0  # log lines not printed during raw sessions
         self.ns = {}
         current = self
@@ -69,8 +72,7 @@ class Console:
         """The app's log: printed, except during a raw REPL session; always kept
         in the event log ring and passed to tee."""
         line = str(line)
-        self._ring[self._head] = line[:_RING_LINE]
-        self._head = (self._head + 1) % _RING
+        self._keep(line)
         if self.tee is not None:
             self.tee(line)
         if self.raw:
@@ -78,11 +80,39 @@ class Console:
             return
         self._write(line + "\n")
 
+    def _keep(self, line):
+        b = line.encode()[:_RING_LINE]
+        r = self._ring
+        size = len(r)
+        h = self._head
+        for part in (b, b"\n"):
+            n = len(part)
+            k = n if n < size - h else size - h
+            r[h:h + k] = part[:k]
+            if n > k:
+                r[0:n - k] = part[k:]
+                self._wrapped = True
+            h = (h + n) % size
+            if h == 0:
+                self._wrapped = True
+        self._head = h
+
     def recent(self):
-        """The kept log lines, oldest first."""
+        """The kept log lines, oldest first (technician use: allocates)."""
         r = self._ring
         h = self._head
-        return [x for x in r[h:] + r[:h] if x is not None]
+        data = bytes(r[h:]) + bytes(r[:h]) if self._wrapped else bytes(r[:h])
+        lines = data.split(b"\n")
+        if self._wrapped:
+            lines = lines[1:]  # the oldest line is cut by the wrap
+        out = []
+        for x in lines:
+            if x:
+                try:
+                    out.append(x.decode())
+                except UnicodeError:  # a multi-byte character cut at _RING_LINE
+                    pass
+        return out
 
     def _write(self, s):
         self._out.write(s)

@@ -516,13 +516,19 @@ class Journal:
             while self._seq[i] == seq and off < self._used[i]:
                 r = self._frame(i, off, 0, _REC)
                 if not isinstance(r, tuple):
+                    # A header rotted since open(): where the next frame starts
+                    # is lost with it, so the rest of this block is unreadable.
                     self.read_errors += 1
                     break
                 rid, n = r
                 if rid > last:
                     if self._body(i, off, n) is not None:
-                        self.read_errors += 1  # rot since open(): skip the rest
-                        break
+                        # Rot since open(), in this record only (its header
+                        # still gives its length): skip it, never pass it on
+                        # as good, and go on with the ones after it.
+                        self.read_errors += 1
+                        off += HEADER + n
+                        continue
                     item = (rid, bytes(self._bmv[HEADER:HEADER + n]))
                     last = rid
                     yield item

@@ -199,6 +199,15 @@ class WalletTable:
         b[o:o + 4] = counter.to_bytes(4, "big")
         b[o + 4:o + 8] = min(spent, 0xFFFFFFFF).to_bytes(4, "big")
 
+    def clear(self):
+        """Forget every wallet (after a sync the acquirer holds their records;
+        the app replays what is still unacknowledged). The pages stay: no
+        allocation."""
+        for b in self.pages:
+            for o in range(0, len(b), _SLOT):
+                b[o:o + _ID] = self._empty
+        self.count = 0
+
     def reset_spend(self):
         """After a sync the acquirer has the records: offline spend starts again,
         counters and newest credentials are kept so old authorizations and

@@ -67,6 +67,9 @@ class Terminal:
         self._field_busy = False  # a phone from the last tap may still be there
         self._t_auth = 0
         self._to_warm = None  # credential of a wallet that just paid, for idle_work()
+        self.gate = None      # callable -> reason code (0: may take payments), the clock's
+        self.uplink = None    # pos.uplink.Uplink, told when a charge starts
+        self._stale = False   # the display says the clock or sync is missing
         self.timing = {}
         self.apdulog = ApduLog(4096)  # the recent exchanges, for `offpay logs` / replay
         self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
@@ -127,6 +130,8 @@ class Terminal:
         self._rid = None
         self.state = "charging"
         self.outcomes.begin(ref)
+        if self.uplink is not None:
+            self.uplink.touch()  # an upload in progress gives way at its next step
 
     async def charge(self, amount, currency, ref):
         """Take one payment (claim() first, or it is claimed now). Returns
@@ -134,10 +139,19 @@ class Terminal:
         durable: the answer is then APPROVED."""
         if self.state == "idle":
             self.claim(ref)
-        if not 0 < amount <= _MAX_AMOUNT or currency != self.currency:
+        code = reason.BAD_AMOUNT if not 0 < amount <= _MAX_AMOUNT or currency != self.currency \
+            else (self.gate() if self.gate is not None else 0)
+        if code:
+            # Before any tap: a charge the terminal must not take at all. No
+            # trusted time (never synced, never provisioned with one), or no
+            # sync for longer than the risk parameters allow.
             self.state = "idle"
-            self.outcomes.end(ref, reason.BAD_AMOUNT, None)
-            return reason.BAD_AMOUNT, None
+            self.outcomes.end(ref, code, None)
+            if code == reason.CLOCK_UNSET or code == reason.OFFLINE_TOO_LONG:
+                self._stale = True
+                self._say("red", "error", "CLOCK NOT SET" if code == reason.CLOCK_UNSET
+                          else "SYNC NEEDED")
+            return code, None
         try:
             gc.collect()  # now, before the customer taps, not in the middle of a verify
             self._say("blue", None, "PAY %d.%02d" % (amount // 100, amount % 100))
@@ -158,6 +172,13 @@ class Terminal:
         else:
             self._say("red", "error", "DECLINED " + reason.name(code))
         return code, rid
+
+    def feedback_ready(self, clock_ok):
+        """After a sync: a display that said the clock or a sync was missing
+        says READY again."""
+        if self._stale and clock_ok and self.state == "idle":
+            self._stale = False
+            self._say("off", None, "READY")
 
     def idle_work(self):
         """Work that would slow a tap down, done between taps: the journal

@@ -425,6 +425,33 @@ def test_a_stalled_or_dropped_body_stores_nothing(pki_dir, db_url, issuer, monke
     assert acq.sync(term)[0] == 1
 
 
+def test_test_faults_answer_500_before_and_after_the_commit(pki_dir, db_url, issuer, tmp_path):
+    from host_tools.receiver import faults
+    acq = Acquirer(pki_dir, db_url, [issuer])
+    assert acq.receiver.faults is None  # off unless asked for (offpay receiver --fault-file)
+    ff = tmp_path / "faults"
+    faults.add(ff, "500-before", TID2)
+    t1, t2, p = terminal(TID1), terminal(TID2), phone(issuer)
+    t1.pay(p, 10)
+    assert acq.sync(t1)[0] == 1 and faults.pending(ff) == 1
+    acq.receiver.faults = faults.FaultFile(ff)
+    t1.pay(p, 11)
+    assert acq.sync(t1)[0] == 2 and faults.pending(ff) == 1  # the line is for another terminal
+    t2.pay(p, 20)
+    t2.pay(p, 21)
+    body = t2.body()
+    r = acq.post(TID2, body)
+    assert (r.status_code, r.json()["error"]) == (500, "internal") and faults.pending(ff) == 0
+    assert [x["terminal_id"] for x in acq.ledger()] == [TID1] * 2  # before the commit: nothing stored
+    faults.add(ff, "500-after")  # any terminal
+    r = acq.post(TID2, body)
+    assert (r.status_code, r.json()["error"]) == (500, "internal")
+    assert [x["record_id"] for x in acq.db.ledger(TID2)] == [1, 2]
+    assert {t["terminal_id"]: t["ack"] for t in acq.db.terminals()} == {TID1: 2, TID2: 2}
+    # The terminal heard no ack and sends the same batch again: stored once, acknowledged.
+    assert acq.sync(t2)[0] == 2 and len(acq.ledger()) == 4 and faults.pending(ff) == 0
+
+
 def test_missing_postgresql_skips_here_but_fails_in_ci(monkeypatch):
     monkeypatch.setattr(testing, "pg_bin_dir", lambda: None)
     monkeypatch.delenv(testing.REQUIRE_PG, raising=False)

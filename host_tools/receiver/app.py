@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from host_tools.receiver import checks, storage, wire
+from host_tools.receiver import checks, faults, storage, wire
 
 BODY_TIMEOUT_S = 30     # a client that stalls mid-body is cut off (408)
 _CERT_CACHE_MAX = 4096
@@ -61,8 +61,10 @@ class Identity:
 class Receiver:
     """The app's state: config, database, payment checker."""
 
-    def __init__(self, config, db, clock=time.time):
+    def __init__(self, config, db, clock=time.time, faults=None):
         self.config, self.db, self.clock = config, db, clock
+        # TEST ONLY (faults.py): a FaultFile when started with --fault-file.
+        self.faults = faults
         self.checker = checks.Checker(config)
         self._client_ca = None
         if config.client_ca is not None:
@@ -135,6 +137,9 @@ class Receiver:
             v, reasons = early[rid]
             v.reasons = list(reasons)  # the transaction adds flags, and may be retried
             return v
+        fault = self.faults.take(tid) if self.faults is not None else None
+        if fault == "500-before":
+            raise faults.InjectedFault("500 before commit")
         try:
             ack = self.db.ingest(tid, ident.fingerprint, up, verdict, now)
         except storage.Revoked as e:
@@ -144,6 +149,8 @@ class Receiver:
         except storage.Conflict as e:
             raise Refused(409, "conflict", str(e))
         self._acked[tid] = ack
+        if fault == "500-after":
+            raise faults.InjectedFault("500 after commit")
         text = self.config.bundle_text(tid, up.nonce.hex(), now)
         return wire.response_body(ack, text, wire.sign_bundle(self.config.update_key, text))
 
@@ -202,6 +209,8 @@ def create_app(receiver):
             out = await run_in_threadpool(receiver.ingest, ident, body)
         except Refused as e:
             return _error(e.status, e.error, e.detail, **e.extra)
+        except faults.InjectedFault as e:  # test only: the answer a failing database gives
+            return _error(500, "internal", str(e))
         return Response(out, media_type="application/json")
 
     return app

@@ -36,6 +36,8 @@ def receiver_main(argv=None):
     ap.add_argument("--db-pool", type=int, default=4, help="PostgreSQL connections per process (default 4)")
     ap.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     ap.add_argument("--access-log", action="store_true", help="log every request")
+    ap.add_argument("--fault-file", help="TEST ONLY, never in a deployment: a queue of injected 500s "
+                                         "(host_tools/receiver/faults.py)")
     a = ap.parse_args(argv)
     from host_tools.receiver import app as app_mod, config, server
     try:
@@ -54,7 +56,12 @@ def receiver_main(argv=None):
         server.check_tls_files(cert, key, ca)  # a bad file fails here, with exit 1, not in uvicorn
         db = storage.open_storage(a.db, pool=a.db_pool)
         db.init_schema()
-        receiver = app_mod.Receiver(cfg, db)
+        fault_file = None
+        if a.fault_file:
+            from host_tools.receiver import faults
+            fault_file = faults.FaultFile(a.fault_file)
+            print("offpay receiver: TEST FAULTS ENABLED from %s" % a.fault_file, file=sys.stderr, flush=True)
+        receiver = app_mod.Receiver(cfg, db, faults=fault_file)
         sock = server.bind(host, port)
     except (config.ConfigError, storage.StorageError, OSError, ValueError) as e:
         return _fail("offpay receiver", e)

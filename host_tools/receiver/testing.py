@@ -196,11 +196,12 @@ class ReceiverProcess:
                 self.proc.wait(5)
 
 
-def start_receiver(tmp_path, db_url, issuers=(), config=None, name="receiver", timeout=30):
+def start_receiver(tmp_path, db_url, issuers=(), config=None, name="receiver", timeout=30, fault_file=None):
     """Start `python -m host_tools receiver` on 127.0.0.1 (a free port) against
     db_url. The PKI (CA, server cert, update key) is made in tmp_path/pki once
     and shared by every receiver started with the same tmp_path. `config`:
-    overrides of the acquirer config (acquirer_config's keys)."""
+    overrides of the acquirer config (acquirer_config's keys). `fault_file`:
+    TEST ONLY, the receiver's --fault-file (receiver/faults.py)."""
     tmp_path = Path(tmp_path)
     pki_dir = tmp_path / "pki"
     if not (pki_dir / "ca.pem").exists():
@@ -213,7 +214,8 @@ def start_receiver(tmp_path, db_url, issuers=(), config=None, name="receiver", t
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "host_tools", "receiver", "--db", db_url,
-                                 "--listen", "127.0.0.1:0", "--config", str(config_path)],
+                                 "--listen", "127.0.0.1:0", "--config", str(config_path)]
+                                + (["--fault-file", str(fault_file)] if fault_file else []),
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT), env=env)
     deadline = time.monotonic() + timeout
     while True:

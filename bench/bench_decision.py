@@ -39,8 +39,9 @@ NOW = 1764000000
 IMPORTS = """
 import gc, sys, time
 from pos import p256_gtab  # the G table while the heap is in one piece, as the app does
-from pos import reason, rules, sig
+from pos import p256, reason, rules, sig
 import json
+assert p256.use(sys.argv[2]) == sys.argv[2], "backend not available"
 """
 
 MP = IMPORTS + r"""
@@ -114,8 +115,9 @@ def scenario():
     return "\n".join(lines) + "\n"
 
 
-def measure():
-    """{"first"/"returning": ([us], [heap free before], [heap kept])}; RuntimeError on failure."""
+def measure(backend="mpz"):
+    """{"first"/"returning": ([us], [heap free before], [heap kept])}; RuntimeError on failure.
+    backend: the P-256 field arithmetic (pos.p256.use)."""
     out = build("unix")
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "sc.json"
@@ -125,9 +127,11 @@ def measure():
         env = dict(os.environ, MICROPYPATH=".frozen:" + str(out))
         # 128k for data, as the emulated terminal gets; the code's footprint on top
         # (the ESP32 keeps it in flash), measured as the emulator measures its own.
-        code_kb = -(-code_footprint(out, ["pos.p256_gtab", "pos.reason", "pos.rules", "pos.sig",
-                                          "json"]) // 1024)
-        r = subprocess.run([micropython(), "-X", "heapsize=%dk" % (128 + code_kb), str(script), str(p)],
+        mods = ["pos.p256_gtab", "pos.reason", "pos.rules", "pos.sig", "json"]
+        if backend == "native":
+            mods += ["pos.p256_native", "pos.p256_viper"]
+        code_kb = -(-code_footprint(out, mods) // 1024)
+        r = subprocess.run([micropython(), "-X", "heapsize=%dk" % (128 + code_kb), str(script), str(p), backend],
                            capture_output=True, text=True, env=env, timeout=300)
     if r.returncode:
         raise RuntimeError(r.stdout + r.stderr)
@@ -137,23 +141,29 @@ def measure():
 
 
 def main():
-    try:
-        res = measure()
-    except RuntimeError as e:
-        print(e)
-        return 1
+    res = {}
+    for backend in ("mpz", "native"):
+        try:
+            res[backend] = measure(backend)
+        except RuntimeError as e:
+            print(e)
+            return 1
     print(__doc__.split("\n\n")[0])
     print("\nHeap: 128k for data plus the imported code's measured footprint "
-          "(-X heapsize=%s), as the emulated terminal gets." % res["heapsize"])
-    print("\n| wallet | median ms (unix port) | ESP32 estimate (70-90x) | heap free before |")
-    print("|---|---|---|---|")
-    for kind, label in (("first", "first-seen"), ("returning", "returning"),
-                        ("first-nohints", "first-seen, credential without key hints"),
-                        ("first-rsa", "first-seen, RS256-2048 issuer")):
-        ms, alloc, kept = res[kind]
-        m = statistics.median(ms) / 1000
-        print("| %s | %.2f (n=%d) | %.0f-%.0f ms | %.1f KB |" % (
-            label, m, len(ms), m * 70, m * 90, min(alloc) / 1024))
+          "(-X heapsize=%s with mpz, %s with the native engine), as the emulated terminal gets."
+          % (res["mpz"]["heapsize"], res["native"]["heapsize"]))
+    print("backend = the P-256 field arithmetic (pos.p256.use). The ESP32 column scales the mpz figure;"
+          " the native one's ESP32 estimate comes from the emulation (make bench-esp32).")
+    print("\n| wallet | backend | median ms (unix port) | ESP32 estimate (70-90x) | heap free before |")
+    print("|---|---|---|---|---|")
+    for backend in ("mpz", "native"):
+        for kind, label in (("first", "first-seen"), ("returning", "returning"),
+                            ("first-nohints", "first-seen, credential without key hints"),
+                            ("first-rsa", "first-seen, RS256-2048 issuer")):
+            ms, alloc, kept = res[backend][kind]
+            m = statistics.median(ms) / 1000
+            esp = "%.0f-%.0f ms" % (m * 70, m * 90) if backend == "mpz" else "n/a: make bench-esp32"
+            print("| %s | %s | %.2f (n=%d) | %s | %.1f KB |" % (label, backend, m, len(ms), esp, min(alloc) / 1024))
     return 0
 
 

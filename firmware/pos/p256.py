@@ -1,6 +1,7 @@
-# ECDSA P-256 signature verification in plain MicroPython integers.
+# ECDSA P-256 signature verification, in plain MicroPython integers or, for the
+# field arithmetic, in viper code (use(), below).
 #
-# Cost model (unix port; similar ratios on the ESP32): a 512-bit `% p` costs
+# Cost model of the big-int code (unix port; similar ratios on the ESP32): a 512-bit `% p` costs
 # about two multiplications and dominates, so the formulas are arranged for
 # the fewest reductions, the hot loop has no calls or tuples, and nothing
 # uses pow() for an inverse.
@@ -19,10 +20,10 @@
 # PROTOCOL.md): a first verify then needs 64 doublings instead of 256.
 #
 # Table entries are affine x || y, 32 bytes little-endian each. The field
-# arithmetic of the two hot loops (the accumulator, _run, and the table
-# builder, _table) has two backends behind use(): big ints ("mpz", here) and
-# viper code ("native", pos.p256_native), several times faster on a 32-bit
-# chip but not on the unix port; the board chooses.
+# arithmetic has two backends behind use(): big ints ("mpz", here) and viper
+# code ("native", pos.p256_native: u1*G + u2*Q from the scalars on, the tables
+# and the inverses), about 2.7x faster on the ESP32 estimate and 4x in the unix
+# port; the board chooses. Both give the same answers and the same tables.
 from micropython import const
 
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF

@@ -1,6 +1,8 @@
 # The native P-256 backend: point operations as programs for the viper field
-# engine (pos.p256_viper), and the two hot loops of pos.p256 -- the accumulator
-# of u1*G + u2*Q and the building of a key's table -- on top of them.
+# engine (pos.p256_viper), and the hot parts of pos.p256 on top of them: the
+# whole of u1*G + u2*Q (schedule, sort and accumulator run in the engine; the
+# entries are pos.p256._schedule's, step << 14 | negate << 13 | table << 9 |
+# index), the building of a key's table, and the modular inverse.
 #
 # Points are Jacobian (X, Y, Z) in workspace slots, coordinates 256-bit "lazy"
 # values (congruent mod p, below 2^256). A table entry is an affine x || y, 32
@@ -21,13 +23,6 @@ from pos import p256_viper as fe
 
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 _N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-
-# Schedule entries as in pos.p256: step << 14 | negate << 13 | table << 9 | index.
-_STEP = const(14)
-_NEG = const(0x2000)
-_TAB = const(0x1E00)
-_IDX = const(0x1FF)
-_END = const(0x1E00)
 
 # Slots. 0-2: the point being worked on; 3-4: the affine point added (or, in
 # the table builder, the co-Z partner D); 5 and up: temporaries.
@@ -63,7 +58,8 @@ _END_OP = bytes(8)
 
 
 def _programs():
-    # Name -> ops. Slot numbers in comments: d=5 g=6 b=7 a=8 ...
+    # Name -> ops (fe's format); M/S(d, x[, y], k, s ...): d = x*y (or x^2) + k*s ...,
+    # L(d, k1, s1, k2, s2): d = k1*s1 + k2*s2. Temporaries from slot 5 on.
     X, Y, Z, PX, PY = _X, _Y, _Z, _PX, _PY
     M, S, L = _mul, _sqr, _lin
     op = _op
@@ -112,7 +108,7 @@ _ONE = (1).to_bytes(32, "little")
 
 
 def init():
-    """Allocate the workspace (about 2.5 KB, kept) and check the engine once on
+    """Allocate the workspace (about 4 KB, kept) and check the engine once on
     this machine against big-int arithmetic. True if the native backend is usable."""
     global _ws
     if _ws is not None:
@@ -192,7 +188,7 @@ def inverse(a, m):
 
 def run(sched, tabs, r):
     """pos.p256._run_mpz natively: sched sorted, highest step first, ending in
-    _END. True iff x(sum of the scheduled multiples) = r mod n; None when an
+    0x1E00. True iff x(sum of the scheduled multiples) = r mod n; None when an
     addition was degenerate (the caller asks the mpz code)."""
     if len(sched) > fe.MAX_SCHED:
         return None

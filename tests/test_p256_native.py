@@ -50,3 +50,18 @@ def test_use_native_when_available(native_dir):
     r = run_mp(SELECT % "", path=[native_dir], heap=native.HEAP)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "USE native True\nUSE mpz False" in r.stdout, r.stdout + r.stderr
+
+
+def test_generated_modules_are_current():
+    # p256_viper.py and p256_gtab.py are generated and committed: the files
+    # must be what their generators write now (little-endian table included).
+    import sys
+    sys.path.insert(0, str(ROOT))
+    from host_tools import gen_p256_table, gen_p256_viper
+    assert (ROOT / "firmware" / "pos" / "p256_viper.py").read_text() == gen_p256_viper.generate()
+    chunks = gen_p256_table.table()
+    src = (ROOT / "firmware" / "pos" / "p256_gtab.py").read_text()
+    for blob in chunks:
+        assert gen_p256_table.literal(blob) in src
+    x = int.from_bytes(chunks[0][:32], "little")
+    assert x == gen_p256_table.GX  # entry 0 of chunk 0 is G, little-endian

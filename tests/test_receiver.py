@@ -96,7 +96,7 @@ def phone(issuer, **kw):
 
 
 def test_upload_stores_acknowledges_and_signs_the_bundle(pki_dir, db_url, issuer):
-    acq = Acquirer(pki_dir, db_url, [issuer], deny={"wallets": ["11" * 16], "serials": []})
+    acq = Acquirer(pki_dir, db_url, [issuer], deny={"wallets": [["22" * 8, "11" * 16]], "serials": []})
     term = terminal()
     p = phone(issuer)
     for i in range(3):
@@ -104,7 +104,7 @@ def test_upload_stores_acknowledges_and_signs_the_bundle(pki_dir, db_url, issuer
     ack, bundle = acq.sync(term)
     assert ack == 3 and term.pending() == []
     assert bundle["time"] == T0 + 60 and bundle["version"] == 1 and bundle["terminal_id"] == TID1
-    assert bundle["issuers"] == [issuer.config()] and bundle["deny"] == {"wallets": ["11" * 16], "serials": []}
+    assert bundle["issuers"] == [issuer.config()] and bundle["deny"] == {"wallets": [["22" * 8, "11" * 16]], "serials": []}
     assert bundle["risk"] == {"max_offline_age_s": 7 * 86400}
     rows = acq.ledger()
     assert [(r["record_id"], r["amount"], r["counter"], r["status"], r["reason"]) for r in rows] == \
@@ -238,7 +238,7 @@ def test_every_rule_the_receiver_can_check_flags_the_payment(pki_dir, db_url, is
     acq = Acquirer(pki_dir, db_url, [issuer, retired], clock=lambda: T0 + 60,
                    deny={"wallets": [], "serials": []})
     denied = phone(issuer)
-    acq.config.deny_wallets.add(denied.wallet_id)
+    acq.config.deny_wallets.add(issuer.kid + denied.wallet_id)
     serial_denied = phone(issuer, serial=b"SERIAL01")
     acq.config.deny_serials.add(issuer.kid + b"SERIAL01")
     term = terminal()

@@ -92,7 +92,7 @@ def test_cli_help_and_exit_codes(tmp_path):
                "--config", str(tmp_path / "missing.json"))
     assert r.returncode == 1 and "missing.json" in r.stderr
     pki.init(tmp_path)
-    cfg = testing.acquirer_config(tmp_path, deny={"wallets": ["%032x" % i for i in range(1000)]})
+    cfg = testing.acquirer_config(tmp_path, deny={"wallets": [["%016x" % i, "%032x" % i] for i in range(1000)]})
     (tmp_path / "big.json").write_text(json.dumps(cfg))
     r = offpay("receiver", "--db", "sqlite:///%s/x.db" % tmp_path, "--listen", "127.0.0.1:0",
                "--config", str(tmp_path / "big.json"))

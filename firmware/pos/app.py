@@ -223,6 +223,8 @@ async def run(wire, log=print):
     from pos import p256
     p256.reserve()  # the wallets' key tables, 16 KB, before anything else fragments the heap
     bufs = (apdu.Chained(), bytearray(record.MAX))
+    from pos.uplink import BUF_SIZE
+    upbuf = bytearray(BUF_SIZE)  # the upload's body and answer; given back if no uplink
     try:
         board = wire() if callable(wire) else wire
     except OSError as e:
@@ -328,7 +330,11 @@ async def run(wire, log=print):
     console.hooks["journal"] = journal
     if wdt is not None:
         asyncio.create_task(_feed(wdt))
-    up = _uplink(journal, cfg, store, clock, board, term, verifier, risk, log)
+    up = _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, upbuf)
+    upbuf = None
+    if up is not None:
+        # The uplink holds the DER forms now: the PEM texts (a few KB) go.
+        cfg["uplink"] = {"url": cfg["uplink"]["url"]}
     if up is not None:
         term.uplink = up
         asyncio.create_task(up.run())
@@ -381,7 +387,12 @@ def sync(verifier, journal, upto):
     return r.n
 
 
-def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log):
+def _shed(verifier, log):
+    verifier.shed()
+    log("MEMORY low: verification caches dropped for an upload")
+
+
+def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf):
     if not cfg.get("uplink") or store is None:
         log("UPLINK not provisioned: payments stay on this terminal")
         return None
@@ -401,7 +412,9 @@ def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log):
     try:
         return Uplink(journal, cfg, store, clock, board.wifi.isconnected,
                       lambda: term.state == "idle", on_ack=on_ack, on_bundle=on_bundle,
-                      set_rtc=getattr(board, "set_rtc", None), log=log)
+                      set_rtc=getattr(board, "set_rtc", None), log=log,
+                      on_memory=lambda: _shed(verifier, log), buf=buf,
+                      **getattr(board, "uplink_opts", {}))
     except UplinkError as e:
         log("UPLINK cannot start: %s" % (e,))
         return None

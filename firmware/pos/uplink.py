@@ -44,6 +44,7 @@ _ROOM = const(256)           # the HTTP head goes in front of the body, in the s
 _MAX_COUNT = const(64)
 _MAX_PAYLOAD = const(1536)
 RESPONSE_MAX = const(16384)  # docs/upload.md section 3
+BUF_SIZE = const(18432)      # http.MAX_HEAD + RESPONSE_MAX: the body out, then the answer in
 _CHUNK = const(4096)         # one TLS record (mbedTLS OUT_CONTENT_LEN)
 
 
@@ -125,7 +126,7 @@ class Uplink:
     clock.tls_time() before each connection (certificate validity checks)."""
 
     def __init__(self, journal, cfg, store, clock, link_up, idle, on_ack=None, on_bundle=None,
-                 set_rtc=None, log=print, connect_ms=10000, tls_ms=30000, io_ms=15000,
+                 set_rtc=None, log=print, on_memory=None, buf=None, connect_ms=10000, tls_ms=30000, io_ms=15000,
                  exchange_ms=60000, backoff_ms=(2000, 300000), interval_ms=600000,
                  poll_ms=1000, quiet_ms=5000, time_refresh_s=1800, batch_bytes=RESPONSE_MAX,
                  pace=True):
@@ -143,6 +144,7 @@ class Uplink:
         self.journal, self.store, self.clock = journal, store, clock
         self.link_up, self.idle = link_up, idle
         self.on_ack, self.on_bundle, self.set_rtc, self.log = on_ack, on_bundle, set_rtc, log
+        self.on_memory = on_memory
         self.connect_ms, self.tls_ms, self.io_ms, self.exchange_ms = connect_ms, tls_ms, io_ms, exchange_ms
         self.interval_ms, self.poll_ms, self.quiet_ms, self.pace = interval_ms, poll_ms, quiet_ms, pace
         self.time_refresh_s = time_refresh_s  # verify a same-version bundle for its time only this often
@@ -155,7 +157,7 @@ class Uplink:
             raise UplinkError("url too long")
         self._addr = None
         # One buffer for the request body and then the response: 18 KB, for good.
-        self._buf = bytearray(http.MAX_HEAD + RESPONSE_MAX)
+        self._buf = buf if buf is not None and len(buf) >= BUF_SIZE else bytearray(BUF_SIZE)
         self._mv = memoryview(self._buf)
         self._ss = self._raw = None
         self.state = "idle"       # idle | sync | backoff
@@ -228,6 +230,10 @@ class Uplink:
         except JournalError as e:
             return self._failed("journal %r" % (e,), False)
         except MemoryError:
+            # The app may free what only saves time (verification caches)
+            # for the exchange; the retry then comes at the normal backoff.
+            if self.on_memory is not None:
+                self.on_memory()
             gc.collect()
             return self._failed("memory", False)
         finally:

@@ -125,7 +125,8 @@ class Checker:
             v.flag("not-yet-valid")
         if t > cred["not_after"]:
             v.flag("expired")
-        if cred["wallet_id"] in cfg.deny_wallets or cred["issuer_kid"] + cred["serial"] in cfg.deny_serials:
+        if cred["issuer_kid"] + cred["wallet_id"] in cfg.deny_wallets \
+                or cred["issuer_kid"] + cred["serial"] in cfg.deny_serials:
             v.flag("deny-listed")
         if cred["currency"] != rec["currency"]:
             v.flag("currency")

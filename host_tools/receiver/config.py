@@ -7,7 +7,7 @@ A JSON object; paths are relative to the file's directory:
      "update_key": "update-key.pem",
      "bundle_version": 1,
      "issuers": [<issuer entries as in the terminal config, PROTOCOL.md section 7>],
-     "deny": {"wallets": ["<32 hex>"], "serials": ["<kid 16 hex><serial 16 hex>"]},
+     "deny": {"wallets": [["<kid 16 hex>", "<wallet id 32 hex>"]], "serials": ["<kid 16 hex><serial 16 hex>"]},
      "risk": {"max_offline_age_s": 604800},
      "terminals": {"5445524d30303031": {"merchant_id": "MARKET-7"}},
      "max_clock_skew_s": 600}
@@ -66,6 +66,19 @@ def _hex_list(items, n, what):
     return out
 
 
+def _pairs(items, what):
+    # [["<kid 16 hex>", "<wallet id 32 hex>"], ...] -> kid + wallet id bytes
+    if not isinstance(items, list):
+        raise ConfigError("%s must be a list" % what)
+    out = []
+    for e in items:
+        if not isinstance(e, list) or len(e) != 2:
+            raise ConfigError("%s: %r is not a [\"<kid 16 hex>\", \"<wallet id 32 hex>\"] pair"
+                              % (what, e))
+        out.append(_hex_list([e[0]], 8, what)[0] + _hex_list([e[1]], 16, what)[0])
+    return out
+
+
 class AcquirerConfig:
     """A loaded, checked acquirer config. Build with `load(path)` or
     `from_dict(d, base_dir)`."""
@@ -95,7 +108,9 @@ class AcquirerConfig:
                     raise ConfigError("issuer kid %r: duplicate or not 16 hex digits" % (e["kid"],))
                 self.issuers[iss.kid] = iss
             deny = d.get("deny", {})
-            self.deny_wallets = set(_hex_list(deny.get("wallets", []), 16, "deny.wallets"))
+            # (issuer kid, wallet id) pairs, as the terminal's config and
+            # PROTOCOL.md section 7: a wallet id is unique only within its issuer.
+            self.deny_wallets = set(_pairs(deny.get("wallets", []), "deny.wallets"))
             self.deny_serials = set(_hex_list(deny.get("serials", []), 16, "deny.serials"))
             if len(self.deny_wallets) + len(self.deny_serials) > MAX_DENY:
                 raise ConfigError("deny: at most %d entries" % MAX_DENY)
@@ -124,7 +139,7 @@ class AcquirerConfig:
         # The bundle's fixed part, serialised once; the per-exchange fields
         # (terminal, nonce, time) are spliced in front of it (upload.md s.4).
         self.bundle_tail = json.dumps({
-            "deny": {"wallets": sorted(w.hex() for w in self.deny_wallets),
+            "deny": {"wallets": sorted([w[:8].hex(), w[8:].hex()] for w in self.deny_wallets),
                      "serials": sorted(s.hex() for s in self.deny_serials)},
             "issuers": [i.entry for i in self.issuers.values()],
             "risk": self.risk}, separators=(",", ":"), sort_keys=False)[1:]

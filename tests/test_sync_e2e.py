@@ -1,0 +1,147 @@
+"""Payments reach the acquirer, end to end: emulated terminals (the firmware in
+the unix port) take taps offline, the link comes back, the backlog goes over
+mutual TLS to the real receiver (host_tools/receiver, SQLite), the journal is
+trimmed to its ack, and the signed bundle comes back: a wallet the acquirer
+denies is declined on the next tap, and a cloned wallet that paid at two
+terminals is flagged in the ledger."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from host_tools import demo
+from host_tools import wallet_sim as ws
+from host_tools.emulator import Emulator
+from host_tools.receiver import testing
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = int(time.time())
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    return ws.Issuer(alg="ES256", not_before=NOW - 86400, not_after=NOW + 86400)
+
+
+def terminal_config(rx, tid, issuer):
+    t = rx.terminal_cert(tid).files
+    return {"terminal_id": tid, "merchant_id": "MARKET-7", "currency": 978,
+            "charge_timeout_ms": 4000, "removal_ms": 300, "issuers": [issuer.config()],
+            "update_key": rx.update_key,
+            "uplink": {"url": rx.url + "/v1/upload", "ca": rx.ca_pem.read_text(),
+                       "cert": t["cert_pem"].read_text(), "key": t["key_pem"].read_text()}}
+
+
+def pay(emu, till, phone, amount, ref):
+    n = len(emu.lines)
+    till.send("CHARGE %d 978 %s" % (amount, ref))
+    emu.sim.add_phone(phone)
+    line = till.read()
+    emu.sim.remove_phone(phone)
+    emu.wait_for("FIELD clear", n)
+    return line
+
+
+def ledger(db):
+    r = subprocess.run([sys.executable, "-m", "host_tools", "ledger", "--db", db], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def wait_status(till, want, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        st = till.call("STATUS")
+        if st == want:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("STATUS stayed %r, wanted %r" % (st, want))
+        time.sleep(0.1)
+
+
+def test_offline_backlog_uploads_and_updates_come_back(tmp_path, issuer):
+    denied = ws.Phone(issuer)
+    dw = ws.parse_credential(denied.credential)
+    db = "sqlite:///" + str(tmp_path / "ledger.db")
+    rx = testing.start_receiver(tmp_path, db, issuers=[issuer.config()], config={
+        "bundle_version": 2,
+        "deny": {"wallets": [[issuer.kid.hex(), dw["wallet_id"].hex()]], "serials": []}})
+    terms = []
+    try:
+        original = ws.Phone(issuer)
+        clone = ws.Phone(issuer, device_key=original.key, credential=original.credential,
+                         counter=original.counter)
+        for i, tid in enumerate(("5445524d30303031", "5445524d30303032")):
+            emu = Emulator(tmp_path / tid, terminal_config(rx, tid, issuer), heap=demo.HEAP,
+                           env={"POS_UPLINK_FAST": "1"})
+            emu.set_link(False)
+            emu.provision()
+            emu.start()
+            terms.append((emu, emu.till()))
+        (t1, till1), (t2, till2) = terms
+        # Offline: taps are approved and stored.
+        assert pay(t1, till1, ws.Phone(issuer), 1250, "A1") == "RESULT A1 APPROVED 1"
+        assert pay(t1, till1, denied, 500, "A2") == "RESULT A2 APPROVED 2"
+        assert pay(t1, till1, original, 700, "A3") == "RESULT A3 APPROVED 3"
+        assert pay(t2, till2, clone, 700, "B1") == "RESULT B1 APPROVED 1"
+        assert till1.call("STATUS") == "STATUS idle 3 down"
+        # The link comes back: the backlog goes, the journal is acknowledged.
+        t1.set_link(True)
+        t2.set_link(True)
+        wait_status(till1, "STATUS idle 0 up")
+        wait_status(till2, "STATUS idle 0 up")
+        assert t1.wait_for("SYNC acknowledged up to 3")
+        assert t1.wait_for("UPLINK bundle version 2")
+        # The acquirer's deny list is in force at once: no reboot.
+        assert pay(t1, till1, denied, 500, "A4") == "RESULT A4 DECLINED DENY_LISTED"
+        assert pay(t1, till1, ws.Phone(issuer), 300, "A5") == "RESULT A5 APPROVED 4"
+        wait_status(till1, "STATUS idle 0 up")
+        rows = {(r["terminal_id"], r["record_id"]): r for r in ledger(db)}
+        assert set(rows) == {(t1.config["terminal_id"], 1), (t1.config["terminal_id"], 2),
+                             (t1.config["terminal_id"], 3), (t1.config["terminal_id"], 4),
+                             (t2.config["terminal_id"], 1)}, rows
+        assert rows[(t1.config["terminal_id"], 1)]["status"] == "ok"
+        assert rows[(t1.config["terminal_id"], 1)]["amount"] == 1250
+        # Paid before the terminal knew: the acquirer flags it.
+        assert rows[(t1.config["terminal_id"], 2)]["status"] == "flagged"
+        assert "deny" in rows[(t1.config["terminal_id"], 2)]["reason"]
+        # The same counter at two terminals: both flagged as a double spend.
+        for key in ((t1.config["terminal_id"], 3), (t2.config["terminal_id"], 1)):
+            assert rows[key]["status"] == "flagged" and "double-spend" in rows[key]["reason"], rows[key]
+        # A reboot keeps the cursor, the bundle and the clock.
+        t1.proc.kill()
+        t1.proc.wait()
+        t1.stop()
+        again = Emulator(t1.workdir, t1.config, heap=demo.HEAP, env={"POS_UPLINK_FAST": "1"})
+        again.start()
+        terms[0] = (again, again.till())
+        assert any("BUNDLE version 2" in l for l in again.lines)
+        ready = next(l for l in again.lines if l.startswith("READY"))
+        assert "pending=0" in ready and "clock=unset" not in ready, ready
+        assert pay(again, terms[0][1], denied, 500, "A6") == "RESULT A6 DECLINED DENY_LISTED"
+    finally:
+        for emu, till in terms:
+            till.close()
+            emu.stop()
+        rx.stop()
+
+
+def test_a_terminal_without_a_trusted_time_takes_no_payment(tmp_path, issuer):
+    cfg = {"terminal_id": "5445524d30303039", "merchant_id": "MARKET-7", "currency": 978,
+           "issuers": [issuer.config()]}
+    emu = Emulator(tmp_path, cfg, heap=demo.HEAP)
+    emu.seed_clock = False  # provisioned without the technician's time, never synced
+    emu.provision()
+    with emu:
+        emu.start()
+        assert any(l.startswith("READY") and "clock=unset" in l for l in emu.lines)
+        till = emu.till()
+        phone = ws.Phone(issuer)
+        emu.sim.add_phone(phone)
+        assert till.call("CHARGE 100 978 T1") == "RESULT T1 DECLINED CLOCK_UNSET"
+        assert sum(1 for ins, _ in phone.log if ins == 0xA0) == 0
+        assert 'EVENT display "CLOCK NOT SET"' in emu.lines

@@ -24,6 +24,16 @@ def clock():
     return t + _EPOCH_2000 if time.gmtime(0)[0] == 2000 else t
 
 
+def set_rtc(t):
+    """Set the RTC to unix time t (the trusted clock, pos.clock): mbedTLS checks
+    certificate validity against it, and a 2000-01-01 RTC would make every
+    certificate not yet valid."""
+    if time.gmtime(0)[0] == 2000:
+        t -= _EPOCH_2000
+    y, mo, d, h, mi, s, wd = time.gmtime(t)[:7]
+    machine.RTC().datetime((y, mo, d, wd, h, mi, s, 0))
+
+
 def wire(ssid=None, key=None):
     from pos.pn532 import PN532
     from pos.pn532_hsu import PN532_HSU
@@ -48,4 +58,5 @@ def wire(ssid=None, key=None):
     b.feedback = feedback.create(display)
     b.till = tillport.TillPort()
     b.clock = clock
+    b.set_rtc = set_rtc
     return b

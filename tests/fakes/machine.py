@@ -224,3 +224,15 @@ class I2C:
 class SoftI2C(I2C):
     def __init__(self, scl, sda, *, freq=400000, timeout=50000):
         super().__init__(-1, scl=scl, sda=sda, freq=freq, timeout=timeout)
+
+
+class RTC:
+    """The real-time clock: datetime((y, m, d, weekday, h, mi, s, subsec)) sets it."""
+    set_to = None
+
+    def datetime(self, dt=None):
+        if dt is None:
+            return RTC.set_to
+        if len(dt) != 8:
+            raise ValueError("datetime takes 8 fields")
+        RTC.set_to = tuple(dt)

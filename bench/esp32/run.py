@@ -34,7 +34,9 @@ edge and random values, on this 32-bit machine (the unit tests run it on the
 64-bit unix port).
 
 Run: .venv/bin/python bench/esp32/run.py [--heap 128k] [part ...]
-(parts: es256 rs256 decisions persist boot; default all)
+(parts: es256 es256_mpz rs256 decisions persist boot; default all; es256_mpz: the
+ES256 rows on the big-int backend, in a run of their own, counted big-int bound as a
+whole (k = 7.2-8.9), for comparison)
 """
 import argparse
 import os
@@ -52,7 +54,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 ESTIMATE = Path(os.environ.get("ESP32EST", ROOT.parent / "shared" / "esp32est" / "estimate"))
 K_C = (7.2, 8.9)  # tight C loops: big ints, hashing, GC, viper/native code
 K_MIXED = (7.2, 14.1)  # interpreter-bound up to 14.1
-PARTS = ("es256", "rs256", "decisions", "persist", "boot")
+PARTS = ("es256", "es256_mpz", "rs256", "decisions", "persist", "boot")
 JOURNAL_BLOCKS = 256  # the ESP32 journal partition: 1 MiB of 4 KB blocks
 GOALS = {"ES256 warm": 80, "ES256 cold": 180, "decision, first-seen": 200, "decision, returning": 90}
 
@@ -178,7 +180,7 @@ def main(argv=None):
         rs256_data(d)
         decision_data(d)
         nrec = journal_data(d, tmp) if "boot" in a.parts else 0
-        (d / "parts.txt").write_text(" ".join(a.parts) + "\n")
+        native = [x for x in a.parts if x != "es256_mpz"]
         # asyncio is not in the qemu port; pos.app imports it at the top (the
         # boot row calls pos.app.restore, which does not use it).
         stub = Path(tmp) / "stub"
@@ -186,10 +188,15 @@ def main(argv=None):
         (stub / "asyncio.py").write_text("# bench stub: the qemu port has no asyncio\n")
         script = Path(tmp) / "esp32_ops.py"
         shutil.copy(HERE / "ops.py", script)
-        out = estimate(script, a.heap, d, [stub])
+        out = ""
+        for backend, parts in (("native", native), ("mpz", [x for x in a.parts if x == "es256_mpz"])):
+            if parts:
+                (d / "parts.txt").write_text(" ".join(parts) + "\n")
+                (d / "backend.txt").write_text(backend + "\n")
+                out += estimate(script, a.heap, d, [stub])
         check = estimate(ROOT / "tests" / "mp" / "p256_native_check.py", a.heap)
     rows = [ln[4:].split("|") for ln in out.splitlines() if ln.startswith("ROW ")]
-    info = [ln for ln in out.splitlines() if ln.startswith("BACKEND")]
+    info = [ln for ln in out.splitlines() if ln.startswith("BACKEND native")]
     print("ESP32 estimate (../shared/esp32est, Cortex-M3 emulation, --heap %s; %s)" % (a.heap, info[0] if info else ""))
     print("k = 7.2-8.9 x the time inside the native field engine and RSA verification, "
           "7.2-14.1 x the rest.\n")

@@ -201,6 +201,35 @@ for u in [1, 2, 3, N - 1, N - 2, (1 << 255) - 1, 0x5555 * (M256 // 0xFFFF) % N] 
         if got != want + [0x1E00]:
             bad.append("schedule %x %r %r" % (u, ga, qa))
 
+# Tables at any alignment (a frozen bytes constant need not be even-aligned):
+# the same verification on copies at an odd and an even address.
+gt = p256._g()
+qt = p256._table(GX, GY, 1)
+u1, u2 = rand256() % N, rand256() % N
+r_ok = None
+for shift in (0, 1, 2, 3):
+    tabs = [memoryview(bytearray(shift) + qt)[shift:], memoryview(bytearray(shift) + gt.G[0])[shift:]]
+    got = nat.mul2(u1, (gt.W, 1 << 9, 0, 1024, 1), u2, (4, 0, 0, 1024, 1), tabs, 1)
+    tabs = None
+    X, Z = nat._get(0) % P, nat._get(2) % P
+    x = X * p256._inv(Z * Z % P, P) % P
+    count[0] += 1
+    if r_ok is None:
+        r_ok = x
+    elif x != r_ok:
+        bad.append("table at offset %d: x differs" % shift)
+k = (u1 + u2) % N  # x(u1 G + u2 G) by big ints: (u1 + u2) G, double-and-add
+R = None
+Q = (GX, GY, 1)
+while k:
+    if k & 1:
+        R = Q if R is None else madd(R[0], R[1], R[2], *aff(*Q))
+    Q = p256._double_n(Q[0], Q[1], Q[2], 1)
+    k >>= 1
+count[0] += 1
+if aff(*R)[0] != r_ok:
+    bad.append("u1 G + u2 G: x differs from big ints")
+
 # A degenerate addition: G + G at the same step. The native loop must hand it
 # back (None) and p256._run must answer what the mpz loop answers.
 g = p256._g()

@@ -43,9 +43,11 @@ def _open_error(port, e):
 
 
 def status(port, timeout=3.0, ser=None):
-    """The terminal's own answer to OFFPAY STATUS: {"mode", "lock", "terminal"},
-    or None when something else answers (a stock MicroPython REPL: no app
-    running). DeviceError when the port cannot be opened."""
+    """The terminal's own answer to OFFPAY STATUS: {"mode", "lock", "terminal",
+    "state"} (state: "running", or "not-provisioned" / "fault" while
+    pos.service holds the console), or None when something else answers (a
+    stock MicroPython REPL: no app running). DeviceError when the port cannot
+    be opened."""
     own = ser is None
     if own:
         try:
@@ -60,11 +62,12 @@ def status(port, timeout=3.0, ser=None):
         buf = b""
         while time.monotonic() < deadline:
             buf += ser.read(256)
-            for line in buf.split(b"\n"):
+            for line in buf.split(b"\n")[:-1]:  # whole lines only: a line cut short is no answer
                 parts = line.strip().split()
-                if len(parts) == 5 and parts[:2] == [b"OFFPAY", b"STATUS"]:
+                if len(parts) in (5, 6) and parts[:2] == [b"OFFPAY", b"STATUS"]:
                     return {"mode": parts[2].decode(), "lock": parts[3].decode(),
-                            "terminal": parts[4].decode()}
+                            "terminal": parts[4].decode(),
+                            "state": parts[5].decode() if len(parts) == 6 else "running"}
             if b">>> " in buf or b"SyntaxError" in buf:
                 return None  # MicroPython's own REPL answered: no app running
         return None
@@ -90,9 +93,11 @@ class Session:
     def __enter__(self):
         self.state = status(self.port)
         if self.state is not None and self.state["lock"] != "open":
-            raise DeviceError("terminal %s on %s is locked (production mode): run `offpay unlock "
+            what = "" if self.state["state"] == "running" else \
+                " and %s (pos.service holds its console)" % self.state["state"].replace("-", " ")
+            raise DeviceError("terminal %s on %s is locked (production mode)%s: run `offpay unlock "
                               "--port %s --key TECHNICIAN_KEY` first"
-                              % (self.state["terminal"], self.port, self.port))
+                              % (self.state["terminal"], self.port, what, self.port))
         try:
             self.t = SerialTransport(self.port, baudrate=115200, timeout=self.timeout)
         except (TransportError, serial.SerialException, OSError) as e:
@@ -125,17 +130,19 @@ class Session:
     def paths(self):
         return PATHS[self.board]
 
-    def exec(self, code, timeout=None):
+    def exec(self, code, timeout=None, consumer=None):
         """Run code on the device; its printed output (str). A device error
-        becomes DeviceError with the device's last traceback line."""
+        becomes DeviceError with the device's last traceback line. With
+        `consumer`, the output goes to consumer(bytes) as it arrives instead
+        (for a progress bar) and "" is returned."""
         try:
-            out, err = self.t.exec_raw(code, timeout=timeout or self.timeout)
+            out, err = self.t.exec_raw(code, timeout=timeout or self.timeout, data_consumer=consumer)
         except (TransportError, serial.SerialException, OSError) as e:
             raise DeviceError("%s stopped answering (%s)" % (self.port, e))
         if err:
             lines = err.decode(errors="replace").strip().splitlines()
             raise DeviceError("on the device: %s" % (lines[-1] if lines else "error"))
-        return out.decode(errors="replace")
+        return "" if consumer else out.decode(errors="replace")
 
     def eval(self, expr):
         import ast

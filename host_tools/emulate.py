@@ -9,10 +9,13 @@ with `mpremote connect /dev/pts/N` or `offpay provision --port /dev/pts/N`.
 No bridge copies bytes: pyserial (inside mpremote) opens the slave like any
 serial adapter, and the kernel's pty carries the bytes.
 
-Like a board on USB power, the terminal "reboots" when its process ends (a
-`machine.reset()` equivalent, or the app returning): a fresh process starts on
-the same pty and flash image. An unprovisioned terminal's app stops at boot,
-leaving MicroPython's REPL on the line, as a fresh ESP32 does.
+Like a board on USB power, the terminal "reboots" when its process ends with
+the board's reset (pos.service.RESET_EXIT), the emulated watchdog's exit or a
+signal: a fresh process starts on the same pty and flash image. A test-mode
+terminal whose app was stopped (SystemExit) leaves MicroPython's REPL on the
+line, as an ESP32 does: a bare REPL process with the flash mounted takes the
+pty, and when it ends the terminal boots again. An unprovisioned terminal
+holds its console (pos.service) rather than stop.
 
     offpay emulate --workdir var/vt [--config cfg.json] [--pn532 /dev/ttyUSB0]
 
@@ -37,6 +40,8 @@ from host_tools.build import build
 from host_tools.pn532_sim import PN532Sim
 
 _DRAIN = 8192  # bytes of console output nobody read: dropped, as a UART with no listener
+RESET_EXIT = 80     # pos.service.RESET_EXIT: the emulated board's machine.reset()
+WATCHDOG_EXIT = 9   # boards/unix/wdt.py: the emulated watchdog fired
 
 
 class VirtualTerminal:
@@ -55,6 +60,7 @@ class VirtualTerminal:
         self.heapsize = "%dk" % ((emulator.heap_bytes(heap) + code + 1023) // 1024)
         self.proc = None
         self.boots = 0
+        self.at_repl = False  # the line is MicroPython's REPL (the app was stopped)
         self.port = None
         self._master = self._keep = None
         self._stop = threading.Event()
@@ -72,14 +78,16 @@ class VirtualTerminal:
         env.update(self.extra_env)
         return env
 
-    def _spawn(self):
-        # -i: when the app stops (not provisioned, or a technician's SystemExit)
-        # MicroPython's REPL takes the line, as on a board.
+    def _spawn(self, repl=False):
+        # repl: MicroPython's REPL on the line with the flash mounted, as an
+        # ESP32 is once a test-mode app has stopped.
+        code = ["-i", "-c", "import flash; flash.setup()"] if repl else ["-c", "import main"]
         self.proc = subprocess.Popen(
-            [emulator.micropython(), "-X", "heapsize=" + self.heapsize, "-i", "-c", "import main"],
+            [emulator.micropython(), "-X", "heapsize=" + self.heapsize] + code,
             stdin=self._master, stdout=self._master, stderr=self._master, env=self.env(),
             cwd=str(self.workdir), close_fds=True)
-        self.boots += 1
+        self.at_repl = repl
+        self.boots += not repl
 
     def start(self):
         if self.sim is not None and not self.pn532:
@@ -100,8 +108,11 @@ class VirtualTerminal:
     def _watch(self):
         buf = bytearray(4)
         while not self._stop.is_set():
-            if self.proc.poll() is not None and self.restart and not self._stop.is_set():
-                self._spawn()  # the board "reboots"
+            rc = self.proc.poll()
+            if rc is not None and self.restart and not self._stop.is_set():
+                # The board's reset, its watchdog, a kill, or the REPL ending:
+                # it boots again. Any other end of the app leaves the REPL.
+                self._spawn(repl=not self.at_repl and rc not in (RESET_EXIT, WATCHDOG_EXIT) and rc >= 0)
             try:
                 fcntl.ioctl(self._keep, termios.FIONREAD, buf)
                 if int.from_bytes(buf, sys.byteorder) > _DRAIN:
@@ -123,6 +134,17 @@ class VirtualTerminal:
 
     def set_link(self, up):
         self.wifi_file.write_text("up\n" if up else "down\n")
+
+    def power_cycle(self, timeout=10):
+        """Pull the plug and plug it in again: the terminal boots anew on the
+        same flash image."""
+        boots = self.boots
+        self.proc.kill()
+        deadline = time.monotonic() + timeout
+        while self.boots == boots:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the virtual terminal did not boot again")
+            time.sleep(0.05)
 
     def stop(self):
         self._stop.set()

@@ -265,8 +265,8 @@ class Emulator:
                 self.lines.append(line)
                 log.write(line + "\n")
                 log.flush()
-                if line.startswith("READY"):
-                    self._ready.set()
+                if line.startswith("READY") or line.startswith("SERVICE "):
+                    self._ready.set()  # up, or out of service (pos.service): start() decides
         self._ready.set()  # the process ended: start() must not wait for READY
 
     def till(self):

@@ -64,7 +64,7 @@ def _ask(ser, line, want, timeout=3.0):
     buf = b""
     while time.monotonic() < deadline:
         buf += ser.read(256)
-        for l in buf.split(b"\n"):
+        for l in buf.split(b"\n")[:-1]:  # whole lines only: a line cut short is no answer
             parts = l.strip().split()
             if len(parts) >= 2 and parts[0] == b"OFFPAY" and parts[1] in want:
                 return [p.decode() for p in parts[1:]]

@@ -13,12 +13,17 @@ APDU exchanges. From a raw flash dump: the partition table at 0x8000 says where
 (littlefs-python) unless --config is given.
 
 Each payment line: {"type": "payment", "rid", "reference", "amount",
-"currency", "wallet", "counter", "seq", "time", "ok", "flags": [...]}; flags:
-"issuer-signature", "device-signature", "issuer-unknown", "issuer-key-not-valid"
-and "expired"/"not-yet-valid" (against the record's own time), "currency",
-"over-tap-limit", "duplicate" (the same issuer, wallet and counter twice),
-"unreadable". Then {"type": "event", "line"}, {"type": "apdu", ...},
-{"type": "problem", "what"} and one {"type": "summary"}.
+"currency", "wallet", "counter", "seq", "time", "issuer", "ok", "flags": [...]};
+flags: "issuer-signature", "device-signature", "issuer-unknown",
+"issuer-key-not-valid" and "expired"/"not-yet-valid" (against the record's
+own time), "currency", "over-tap-limit", "over-offline-limit" (the wallet's
+verified spend since the record's upload cursor), "duplicate" (the same
+issuer, wallet and counter twice), "counter-replay" (a counter below the
+wallet's highest before it), "deny-listed" (on the config's deny list),
+"terminal-mismatch" (another terminal id than the config's), "unreadable".
+Then {"type": "event", "line"}, {"type": "apdu", "t", "c", "r"} or
+{"type": "apdu", "t", "note"} (pos.apdulog: exchanges and the terminal's
+TAP lines, in order), {"type": "problem", "what"} and one {"type": "summary"}.
 Exit status: 0 every payment verifies, 1 a payment is flagged or reading
 failed, 2 usage.
 """
@@ -30,8 +35,11 @@ import tempfile
 from pathlib import Path
 
 from host_tools import device, journal_dump, partitions
+from host_tools.progress import bar
 from host_tools.records import RecordError, parse_credential, parse_record
 
+# The journal partition in 512-byte pieces, only those not erased: a running
+# terminal's heap has no 4 KB to spare (nor the 5.5 KB of a block's base64).
 _PULL = """
 import sys, binascii
 c = sys.modules.get('pos.console')
@@ -44,14 +52,19 @@ if dev is None:
         import flash
         dev = flash.Partition(flash.device, flash.FS_BLOCKS, flash.device.blocks - flash.FS_BLOCKS)
 n = dev.ioctl(4, 0)
-b = bytearray(4096)
-print('BLOCKS', n)
+bs = dev.ioctl(5, 0)
+b = bytearray(512)
+ff = b'\\xff' * 512
+tick = getattr(c, 'tick', None) if c else None
+print('BLOCKS', n, bs)
 for i in range(n):
-    dev.readblocks(i, b)
-    if b == b'\\xff' * 4096:
-        print('E', i)
-    else:
-        print('B', i, binascii.b2a_base64(b).decode().strip())
+    if tick:
+        tick()  # the watchdog: a full journal takes longer than its timeout
+    for o in range(0, bs, 512):
+        dev.readblocks(i, b, o)
+        if b != ff:
+            print('C', i, o, binascii.b2a_base64(b).decode().strip())
+    print('K', i)
 """
 
 _EVENTS = """
@@ -71,11 +84,33 @@ class LogsError(Exception):
     pass
 
 
-def verify(records, issuers):
-    """Payment dicts (with flags) for [(rid, payload)]."""
+def _deny(cfg):
+    d = (cfg or {}).get("deny") or {}
+    wallets = {(str(k).lower(), str(w).lower()) for k, w in
+               (e for e in d.get("wallets", []) if isinstance(e, (list, tuple)) and len(e) == 2)}
+    return wallets, {str(x).lower() for x in d.get("serials", [])}
+
+
+def verify(records, issuers, cfg=None, progress=None):
+    """Payment dicts (with flags) for [(rid, payload)] in record-id order.
+
+    Each record is judged on its own (signatures; the issuer key's and the
+    credential's validity at the record's own time; currency; per-tap limit;
+    the config's deny list and terminal id) and against the records before
+    it: the same (issuer, wallet, counter) again is "duplicate", a counter
+    below the wallet's highest so far "counter-replay", and the verified
+    spend of the wallet since the record's upload cursor (tag 44) over the
+    credential's offline limit "over-offline-limit", as the receiver counts
+    it (docs/upload.md section 5)."""
     out = []
     seen = {}
-    for rid, payload in records:
+    top = {}       # (kid, wallet) -> highest counter so far
+    spends = {}    # (kid, wallet) -> [(rid, amount)] of verified payments
+    deny_w, deny_s = _deny(cfg)
+    tid = (cfg or {}).get("terminal_id")
+    for n, (rid, payload) in enumerate(records):
+        if progress:
+            progress(n + 1)
         try:
             rec = parse_record(payload)
             cred = parse_credential(rec["credential"])
@@ -89,13 +124,13 @@ def verify(records, issuers):
         t = rec["time"]
         if iss is None:
             flags.append("issuer-unknown")
+            if r["why"] == "device signature":
+                flags.append("device-signature")
         else:
             if not r["ok"]:
                 flags.append("issuer-signature" if r["why"] == "issuer signature" else "device-signature")
             if not iss["not_before"] <= t <= iss["not_after"]:
                 flags.append("issuer-key-not-valid")
-        if iss is None and r["why"] == "device signature":
-            flags.append("device-signature")
         if t < cred["not_before"]:
             flags.append("not-yet-valid")
         if t > cred["not_after"]:
@@ -104,10 +139,24 @@ def verify(records, issuers):
             flags.append("currency")
         if rec["amount"] > cred["tap_limit"]:
             flags.append("over-tap-limit")
-        key = (kid, cred["wallet_id"].hex(), rec["counter"])
+        wallet = (kid, cred["wallet_id"].hex())
+        if wallet in deny_w or kid + cred["serial"].hex() in deny_s:
+            flags.append("deny-listed")
+        if tid and rec["terminal_id"].hex() != str(tid).lower():
+            flags.append("terminal-mismatch")
+        key = wallet + (rec["counter"],)
         if key in seen:
             flags.append("duplicate")
+        elif rec["counter"] < top.get(wallet, -1):
+            flags.append("counter-replay")
         seen[key] = rid
+        top[wallet] = max(top.get(wallet, -1), rec["counter"])
+        if r["ok"] and iss is not None:
+            mine = spends.setdefault(wallet, [])
+            mine.append((rid, rec["amount"]))
+            if rec["cursor"] is not None and \
+                    sum(a for i, a in mine if i > rec["cursor"]) > cred["offline_limit"]:
+                flags.append("over-offline-limit")
         r.pop("why", None)
         r.update({"type": "payment", "rid": rid, "issuer": kid, "ok": not flags, "flags": flags})
         out.append(r)
@@ -154,31 +203,54 @@ def from_dump(path, config=None):
     return cfg, data[jp.offset:jp.end], problems
 
 
-def from_device(port):
-    """(config dict or None, journal bytes, events, apdus) pulled over the console."""
+def from_device(port, progress=None):
+    """(config dict or None, journal bytes, events, apdus) pulled over the
+    console; progress(blocks done, total) as the journal's blocks arrive."""
+    buf = bytearray()
+    state = {"start": 0, "blocks": 0, "total": None}
+
+    def consume(b):
+        buf.extend(b)
+        if b != b"\n" or not progress:
+            return
+        line = bytes(buf[state["start"]:]).split()
+        state["start"] = len(buf)
+        if line[:1] == [b"BLOCKS"] and len(line) == 3:
+            state["total"] = int(line[1])
+        elif line[:1] == [b"K"]:
+            state["blocks"] += 1
+            progress(state["blocks"], state["total"])
+
     with device.Session(port, timeout=20) as s:
         try:
             cfg = json.loads(s.read(s.paths["config"]))
         except (device.DeviceError, ValueError):
             cfg = None
-        out = s.exec(_PULL, timeout=120)
+        s.exec(_PULL, timeout=120, consumer=consume)
+        out = buf.decode(errors="replace")
         ev = s.exec(_EVENTS, timeout=30)
-    blocks = {}
-    n = 0
+    n = bs = 0
+    done = set()
+    blob = bytearray()
     for line in out.splitlines():
         p = line.split()
-        if p[:1] == ["BLOCKS"]:
-            n = int(p[1])
-        elif p[:1] == ["E"]:
-            blocks[int(p[1])] = b"\xff" * 4096
-        elif p[:1] == ["B"]:
-            blocks[int(p[1])] = base64.b64decode(p[2])
-    if not n or len(blocks) != n:
-        raise LogsError("the journal did not come over whole (%d of %d blocks)" % (len(blocks), n))
+        if p[:1] == ["BLOCKS"] and len(p) == 3:
+            n, bs = int(p[1]), int(p[2])
+            blob = bytearray(b"\xff" * (n * bs))
+        elif p[:1] == ["C"] and len(p) == 4 and blob:
+            piece = base64.b64decode(p[3])
+            at = int(p[1]) * bs + int(p[2])
+            if not 0 <= at <= len(blob) - len(piece) or len(piece) > 512:
+                raise LogsError("the terminal sent a journal piece outside its partition: %r" % line[:60])
+            blob[at:at + len(piece)] = piece
+        elif p[:1] == ["K"] and len(p) == 2:
+            done.add(int(p[1]))
+    if not n or len(done) != n:
+        raise LogsError("the journal did not come over whole (%d of %d blocks)" % (len(done), n))
     import ast
     events = [ast.literal_eval(l[2:]) for l in ev.splitlines() if l.startswith("L ")]
     apdus = [ast.literal_eval(l[2:]) for l in ev.splitlines() if l.startswith("A ")]
-    return cfg, b"".join(blocks[i] for i in range(n)), events, apdus
+    return cfg, bytes(blob), events, apdus
 
 
 def main(argv=None):
@@ -197,7 +269,8 @@ def main(argv=None):
         if a.dump:
             cfg, blob, problems = from_dump(a.dump, cfg)
         else:
-            dcfg, blob, events, apdus = from_device(a.port)
+            with bar("journal blocks", None, unit="blocks") as advance:
+                dcfg, blob, events, apdus = from_device(a.port, advance)
             cfg = cfg or dcfg
             problems = [] if cfg else ["the terminal has no readable config: give --config"]
         records, cursor, jp = _journal_records(blob)
@@ -207,7 +280,8 @@ def main(argv=None):
     if a.raw_journal:
         Path(a.raw_journal).write_bytes(blob)
     issuers = {i["kid"]: i for i in (cfg or {}).get("issuers", [])}
-    lines = verify(records, issuers)
+    with bar("re-verify", len(records), unit="records") as advance:
+        lines = verify(records, issuers, cfg, advance)
     lines += [{"type": "event", "line": l} for l in events]
     lines += [dict(type="apdu", **e) if isinstance(e, dict) else {"type": "apdu", "entry": e} for e in apdus]
     lines += [{"type": "problem", "what": p} for p in problems + jp]

@@ -21,12 +21,16 @@ Order of work, so that a failure at any step leaves the terminal as it was:
      are read back and compared by SHA-256, checked again by the parser the
      terminal itself runs, and only then renamed over the config (atomic on
      littlefs);
-  5. the running app takes the new config (pos.console.reload), or the app is
-     started if it was not running (a fresh board); its status is read back.
+  5. the technician's time is offered to the terminal's trusted clock (it
+     only moves forward; --no-clock skips it): a terminal takes no payment
+     before its first trusted time;
+  6. the running app takes the new config (pos.console.reload); a terminal
+     out of service (no loadable config before, or a fault: pos.service)
+     reboots into it; the tool waits until its app runs and reads its status.
 
 Private issuer keys never go onto a terminal: a private key file given as an
 issuer is refused. Exit status: 0 provisioned, 1 failed (nothing changed on
-the terminal unless step 5 says otherwise), 2 usage.
+the terminal unless step 6 says otherwise), 2 usage.
 """
 import argparse
 import hashlib
@@ -277,9 +281,10 @@ def provision(port, config_file, board=None, out=print):
     return 0
 
 
-def provision_bytes(port, data, out=print, progress=None, take=True):
+def provision_bytes(port, data, out=print, progress=None, take=True, clock=True):
     """Write checked config bytes to the terminal on `port`; with `take`, the
-    terminal then runs on them, and its status is returned.
+    terminal then runs on them, and its status is returned; with `clock`, the
+    technician's time is offered to its trusted clock first (set_clock).
     ProvisionError/DeviceError on failure."""
     sha, mode = check_bytes(data)
     with device.Session(port) as s:
@@ -309,24 +314,59 @@ def provision_bytes(port, data, out=print, progress=None, take=True):
         out("config in place, sha256 %s (mode %s)" % (sha, mode))
         if not take:
             return None
+        if clock:
+            out(set_clock(s, path))
+        restarting = False
         if s.app_running():
             r = s.exec("from pos import console\nconsole.reload()", timeout=30).strip()
             if not r.startswith("RELOAD ok"):
                 raise ProvisionError("the terminal did not take the new config: %s" % r)
-            out("the running terminal took the new config")
+            # A terminal out of service (pos.service: it had no loadable config,
+            # or a fault) reboots into the new config; a running one takes it.
+            restarting = r.endswith(" restarting")
+            out("the terminal restarts with the new config" if restarting
+                else "the running terminal took the new config")
         else:
             s.restart_app()
+            restarting = True
             out("started the terminal app")
-    st = None
+    st = wait_running(port, 30 if restarting else 10)
+    out("terminal %s: mode %s, console %s" % (st["terminal"], st["mode"], st["lock"]))
+    return st
+
+
+def set_clock(s, config_path, now=None):
+    """Offer the technician's time to the terminal's trusted clock (pos.clock:
+    its first trusted time until the acquirer's signed one; the clock only
+    moves forward). The running app's own clock takes it when the app shares
+    it (console.hooks["clock"]); otherwise the file does, at the next boot."""
     import time
-    deadline = time.monotonic() + 30
-    while st is None and time.monotonic() < deadline:
+    now = int(time.time()) if now is None else now
+    fsdir = config_path.rsplit("/", 1)[0]
+    r = s.exec("from pos import console\nfrom pos.clock import Clock\nc = console.hooks.get('clock')\n"
+               "if c is None:\n c = Clock(%r)\n c.load()\nprint('CLOCK', c.set_acquirer(%d), c.now())"
+               % (fsdir, now)).split()
+    if r[:2] != ["CLOCK", "True"]:
+        raise ProvisionError("the terminal's clock did not take the time %d (%s)" % (now, " ".join(r)))
+    return "terminal clock: %s (technician's time offered: %d)" % (r[2], now)
+
+
+def wait_running(port, timeout):
+    """The terminal's status once its app is running; ProvisionError when it
+    stays out of service or does not answer."""
+    import time
+    st = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         st = device.status(port, timeout=1.0)
+        if st is not None and st["state"] == "running":
+            return st
+        time.sleep(0.2)
     if st is None:
         raise ProvisionError("the config is in place but the terminal app did not come up on %s "
                              "(see its log: mpremote connect %s repl)" % (port, port))
-    out("terminal %s: mode %s, console %s" % (st["terminal"], st["mode"], st["lock"]))
-    return st
+    raise ProvisionError("the config is in place but the terminal is out of service (%s): pull its "
+                         "log with `offpay logs --port %s`" % (st["state"], port))
 
 
 def options(ap):
@@ -349,6 +389,8 @@ def options(ap):
                     help="risk: decline once the terminal has not synced for this long")
     ap.add_argument("--technician-key", help="the technician unlock key: SEC1 hex or a PEM/DER key file")
     ap.add_argument("--mode", choices=("test", "production"))
+    ap.add_argument("--no-clock", dest="clock", action="store_false",
+                    help="do not offer this computer's time to the terminal's trusted clock")
 
 
 def main(argv=None):
@@ -371,7 +413,7 @@ def main(argv=None):
             return 0
         from host_tools.progress import bar
         with bar("config", len(data)) as advance:
-            provision_bytes(a.port, data, progress=advance)
+            provision_bytes(a.port, data, progress=advance, clock=a.clock)
     except (ProvisionError, device.DeviceError) as e:
         print("provision failed: %s" % (e,), file=sys.stderr)
         return 1

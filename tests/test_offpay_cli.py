@@ -5,9 +5,9 @@ re-provisioning taken by the running app without a reboot, a refused config
 that leaves the terminal as it was, lock, a locked console, unlock with a
 signed token, and logs pulled from the running terminal."""
 import json
-import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,32 +50,63 @@ def test_private_issuer_key_is_refused(tmp_path):
     assert r.returncode == 1 and "PRIVATE key" in r.stderr
 
 
-def _app_wires_console():
-    return "console.attach" in (ROOT / "firmware" / "pos" / "app.py").read_text() or \
-        os.environ.get("OFFPAY_VT_MICROPYPATH")
+def mpremote(port, *args, timeout=30):
+    return subprocess.run([str(Path(sys.executable).with_name("mpremote")), "connect", port, "resume"]
+                          + list(args), capture_output=True, text=True, timeout=timeout)
 
 
-needs_console = pytest.mark.skipif(not _app_wires_console(),
-                                   reason="firmware/pos/app.py does not start pos.console yet")
+def _raw_repl_answers(port):
+    # mpremote's way in: Ctrl-C, then Ctrl-A, and the raw REPL's banner.
+    import serial
+    import time
+    with serial.Serial(port, 115200, timeout=0.1) as ser:
+        ser.write(b"\r\x03\r\x01")
+        buf, end = b"", time.monotonic() + 1.5
+        while time.monotonic() < end and b"raw REPL" not in buf:
+            buf += ser.read(256)
+        ser.write(b"\x02")
+    return b"raw REPL" in buf
 
 
-@needs_console
+def _stop_app(port):
+    # Technician code that ends the app: sent, not waited for (the terminal
+    # may reset under it).
+    with device.Session(port) as s:
+        s.t.exec_raw_no_follow("raise SystemExit")
+
+
 def test_technician_flow_on_the_virtual_terminal(tmp_path):
+    """Issue 11 end to end through real mpremote: a fresh board provisioned;
+    a refused config keeps the old; a re-provisioning taken without a
+    reboot; lock; a locked console; unlock; logs of a full journal pulled
+    under the watchdog (emulated, 2 s) without a reset; a production
+    terminal whose config stops loading stays locked (NOT PROVISIONED) and
+    is reachable by a signed unlock only, from the config's key or, when the
+    config is unreadable, the lock record's; SystemExit on a production
+    terminal resets it locked, on a test one leaves the REPL."""
+    from host_tools import fill_journal, lock
     from host_tools.emulate import VirtualTerminal
-    from host_tools import lock
     iss = ws.Issuer(alg="ES256", not_before=0, not_after=0xFFFFFFFF)
     (tmp_path / "iss.json").write_text(json.dumps(iss.config()))
     tech = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "tech.pem").write_bytes(tech.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    env = {"MICROPYPATH": os.environ["OFFPAY_VT_MICROPYPATH"]} if os.environ.get("OFFPAY_VT_MICROPYPATH") else {}
-    with VirtualTerminal(tmp_path / "vt", env=env) as vt:
-        base = ["--terminal-id", "5445524d30303031", "--merchant-id", "MARKET-7", "--currency", "978",
+    tid = "5445524d30303031"
+    # A journal the pull takes longer than the watchdog's timeout over (64
+    # blocks of payments), on a board that was never provisioned.
+    (tmp_path / "vt").mkdir()
+    stored = fill_journal.fill(tmp_path / "vt" / "flash.img", iss, blocks=128, wallets=4)
+    with VirtualTerminal(tmp_path / "vt", env={"POS_FLASH_BLOCKS": "128", "POS_WDT_MS": "2000"}) as vt:
+        # A fresh board holds its console open: it can be provisioned.
+        assert vt.wait_console() == {"mode": "test", "lock": "open", "terminal": "0" * 16,
+                                     "state": "not-provisioned"}
+        base = ["--terminal-id", tid, "--merchant-id", "MARKET-7", "--currency", "978",
                 "--issuer", str(tmp_path / "iss.json")]
         r = offpay("provision", "--port", vt.port, *base)
         assert r.returncode == 0, r.stderr
-        assert "started the terminal app" in r.stdout
-        assert device.status(vt.port)["lock"] == "open"
+        assert "the terminal restarts with the new config" in r.stdout and "terminal clock: " in r.stdout
+        assert device.status(vt.port) == {"mode": "test", "lock": "open", "terminal": tid, "state": "running"}
+        assert vt.boots == 2
         # A config the terminal refuses: named, and the terminal keeps its old one.
         bad = iss.config()
         bad["key"] = bad["key"][:-2] + ("00" if bad["key"][-2:] != "00" else "01")
@@ -85,16 +116,15 @@ def test_technician_flow_on_the_virtual_terminal(tmp_path):
         # Re-provisioning with a technician key: the running app takes it.
         r = offpay("provision", "--port", vt.port, *base, "--technician-key", str(tmp_path / "tech.pem"))
         assert r.returncode == 0 and "running terminal took the new config" in r.stdout, r.stderr
-        assert vt.boots == 1  # no reboot
-        r = subprocess.run([str(Path(sys.executable).with_name("mpremote")), "connect", vt.port, "resume",
-                            "exec", "import json; print(json.load(open('/flash/config.json'))['technician_key'][:4])"],
-                           capture_output=True, text=True, timeout=30)
+        assert vt.boots == 2  # no reboot
+        r = mpremote(vt.port, "exec", "import json; print(json.load(open('/flash/config.json'))['technician_key'][:4])")
         assert r.returncode == 0 and r.stdout.strip() == "04" + provision.ec_public_hex(
             str(tmp_path / "tech.pem"), "k", True)[2:4]
         # Lock: production mode, the console refuses the raw REPL.
         r = offpay("lock", "--port", vt.port)
         assert r.returncode == 0, r.stderr
-        assert device.status(vt.port) == {"mode": "production", "lock": "locked", "terminal": "5445524d30303031"}
+        locked = {"mode": "production", "lock": "locked", "terminal": tid, "state": "running"}
+        assert device.status(vt.port) == locked
         r = offpay("logs", "--port", vt.port)
         assert r.returncode == 1 and "locked" in r.stderr
         # A wrong key does not unlock; the technician's does.
@@ -103,10 +133,65 @@ def test_technician_flow_on_the_virtual_terminal(tmp_path):
             lock.unlock(vt.port, other, 5, out=lambda *a: None)
         r = offpay("unlock", "--port", vt.port, "--key", str(tmp_path / "tech.pem"), "--minutes", "5")
         assert r.returncode == 0, r.stderr
+        # The whole journal comes over while the app runs; the pull feeds the
+        # watchdog (without that, it fires and the terminal reboots mid-pull).
         r = offpay("logs", "--port", vt.port, "--out", str(tmp_path / "logs.jsonl"))
-        assert r.returncode == 0, r.stderr
         lines = [json.loads(l) for l in (tmp_path / "logs.jsonl").read_text().splitlines()]
-        assert lines[-1]["type"] == "summary" and lines[-1]["terminal"] == "5445524d30303031"
+        assert lines[-1]["type"] == "summary" and lines[-1]["terminal"] == tid
+        assert lines[-1]["payments"] == stored > 400, lines[-1]
         assert any(l["type"] == "event" and l["line"].startswith("READY") for l in lines)
+        assert vt.boots == 2, "the watchdog reset the terminal during the pull"
+        # (fill_journal repeats 4 wallets' taps: flagged duplicates, exit 1.)
+        assert r.returncode == 1 and lines[-1]["flagged"] == stored - 4, r.stderr
         r = offpay("lock", "--port", vt.port)
-        assert r.returncode == 0 and device.status(vt.port)["lock"] == "locked"
+        assert r.returncode == 0 and device.status(vt.port) == locked
+
+        # The config stops loading (here: a config with an off-curve issuer
+        # key, as a firmware update that tightens the parser would see it).
+        def unlock():
+            r = offpay("unlock", "--port", vt.port, "--key", str(tmp_path / "tech.pem"), "--minutes", "5")
+            assert r.returncode == 0, r.stderr
+
+        def reboot_with(text):
+            unlock()
+            (tmp_path / "swap.json").write_text(text)
+            r = mpremote(vt.port, "fs", "cp", str(tmp_path / "swap.json"), ":/flash/config.json")
+            assert r.returncode == 0, r.stderr
+            vt.power_cycle()
+            return vt.wait_console()
+
+        r = offpay("provision", "--out", str(tmp_path / "prod.json"), *base, "--mode", "production",
+                   "--technician-key", str(tmp_path / "tech.pem"))
+        assert r.returncode == 0, r.stderr
+        refused = dict(json.loads((tmp_path / "prod.json").read_text()), issuers=[bad])
+        held = {"mode": "production", "lock": "locked", "terminal": tid, "state": "not-provisioned"}
+        assert reboot_with(json.dumps(refused)) == held
+        r = offpay("logs", "--port", vt.port)
+        assert r.returncode == 1 and "locked" in r.stderr and "not provisioned" in r.stderr
+        assert not _raw_repl_answers(vt.port)  # what mpremote asks first: no answer
+        unlock()
+        r = offpay("provision", "--port", vt.port, "--config", str(tmp_path / "prod.json"))
+        assert r.returncode == 0 and "the terminal restarts with the new config" in r.stdout, r.stderr
+        assert device.status(vt.port) == locked
+        # Unreadable (not JSON): the lock record the terminal kept says
+        # production, and its technician key still unlocks.
+        assert reboot_with("{garbled") == dict(held, terminal=tid)
+        unlock()
+        r = offpay("provision", "--port", vt.port, "--config", str(tmp_path / "prod.json"))
+        assert r.returncode == 0, r.stderr
+        # SystemExit from technician code: a production terminal resets, locked.
+        boots = vt.boots
+        unlock()
+        _stop_app(vt.port)
+        deadline = time.monotonic() + 10
+        while vt.boots == boots and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vt.wait_console() == locked and vt.boots == boots + 1
+        # A test-mode one leaves MicroPython's REPL to the technician.
+        unlock()
+        r = offpay("provision", "--port", vt.port, "--config", str(tmp_path / "prod.json"), "--mode", "test")
+        assert r.returncode == 0, r.stderr
+        _stop_app(vt.port)
+        time.sleep(0.5)
+        r = mpremote(vt.port, "exec", "import sys; print('at the REPL', 'pos.console' in sys.modules)")
+        assert "at the REPL False" in r.stdout and vt.at_repl, r.stdout + r.stderr

@@ -5,18 +5,29 @@ import gc
 gc.collect()
 _hold = bytearray(20 * 1024)
 
+import machine
+
 import board
-from pos import app
+from pos import app, service
 
 _hold = None
 gc.collect()
+
+
+def _keepalive(feed):
+    # A test-mode terminal whose app was stopped: MicroPython's REPL is the
+    # technician's now, and the watchdog the board armed cannot be stopped.
+    # A timer feeds it (its callback runs in the MicroPython task, which is
+    # the one the task watchdog watches) so the REPL is not reset under them;
+    # machine.reset() or Ctrl-D starts the terminal again.
+    machine.Timer(0).init(period=1000, mode=machine.Timer.PERIODIC, callback=lambda t: feed())
+
+
+code = None
 try:
-    app.main(board.wire)
+    code = app.main(service.wired(board.wire))
 finally:
-    # A locked terminal never falls through to the REPL, whatever ended the
-    # app: it resets (and boots locked again). An open one (test mode, or a
-    # technician's unlock) leaves the REPL to the technician.
-    from pos import console
-    if console.current is not None and not console.current.lock.is_open():
-        import machine
-        machine.reset()
+    # Whatever ended the app: a config that does not load, a fault, or
+    # SystemExit. pos.service holds the console (locked unless nothing says
+    # "production") or resets; only a test-mode terminal reaches the REPL.
+    service.after_app(code, machine.reset, _keepalive)

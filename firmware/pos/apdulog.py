@@ -1,14 +1,19 @@
 # The terminal's recent APDU exchanges: a bounded debug log for reproducing a
-# field problem on a desk (`offpay logs` pulls it, `offpay replay --session`
+# field problem on a desk (`offpay logs` pulls it, `offpay replay session`
 # plays it back through the emulated terminal).
 #
 #   log = ApduLog(4096)       # preallocated once, at boot
 #   log.add(capdu, rapdu)     # one call per exchange, in the reader path
-#   log.entries()             # [{"t": ms, "c": hex, "r": hex}, ...], oldest first
+#   log.note("TAP TIMEOUT ref=R1 ms=700")   # what the terminal said, in sequence
+#   log.entries()             # [{"t": ms, "c": hex, "r": hex} or {"t": ms, "note": text}, ...]
 #
-# One preallocated byte ring: each exchange is stored as a 6-byte header
+# One preallocated byte ring: each entry is stored as a 6-byte header
 # (C length, R length, ticks_ms & 0xFFFF) and both APDUs, each cut to _MAX_APDU;
-# the oldest exchanges are overwritten. add() allocates nothing.
+# the oldest entries are overwritten. add() allocates nothing. A note is an
+# entry with an empty C-APDU (the terminal never sends one): pos.console
+# copies the terminal's "TAP ..." log lines here, so the exchanges and the
+# terminal's words about them (a decision, "AUTHORIZE not answered within
+# 600 ms", a protocol fault) keep their order for `offpay replay session`.
 import time
 
 from micropython import const
@@ -16,6 +21,8 @@ from micropython import const
 _MAX_APDU = const(1200)
 _HDR = const(6)
 _MAX_ENTRIES = const(64)
+_MAX_NOTE = const(120)
+_REBASE = const(0x10000000)
 
 current = None  # the app's log, for `offpay logs`
 
@@ -29,6 +36,7 @@ class ApduLog:
         self._first = 0
         self._count = 0
         self._end = 0  # total bytes written (the ring's head is _end % size)
+        self._hdr = bytearray(_HDR)
         current = self
 
     def _put(self, data, n):
@@ -47,6 +55,14 @@ class ApduLog:
         total = _HDR + nc + nr
         if total > self._size:
             return
+        if self._end >= _REBASE:
+            # Offsets stay small ints (30 bits on the ESP32): move the origin
+            # by whole rings, which keeps every position in the buffer.
+            d = (self._end // self._size - 2) * self._size
+            self._end -= d
+            st = self._start
+            for i in range(_MAX_ENTRIES):
+                st[i] -= d
         # Forget the entries this one overwrites.
         while self._count and self._end + total - self._start[self._first] > self._size:
             self._first = (self._first + 1) % _MAX_ENTRIES
@@ -57,10 +73,17 @@ class ApduLog:
         self._start[(self._first + self._count) % _MAX_ENTRIES] = self._end
         self._count += 1
         t = time.ticks_ms() & 0xFFFF
-        hdr = bytes((nc >> 8, nc & 0xFF, nr >> 8, nr & 0xFF, t >> 8, t & 0xFF))
-        self._put(hdr, _HDR)
+        h = self._hdr
+        h[0], h[1], h[2], h[3], h[4], h[5] = nc >> 8, nc & 0xFF, nr >> 8, nr & 0xFF, t >> 8, t & 0xFF
+        self._put(h, _HDR)
         self._put(memoryview(capdu), nc)
         self._put(memoryview(rapdu), nr)
+
+    def note(self, text):
+        """Keep a line the terminal said (cut to _MAX_NOTE bytes) in order
+        with the exchanges."""
+        b = text.encode() if isinstance(text, str) else bytes(text)
+        self.add(b"", b[:_MAX_NOTE])
 
     def _get(self, off, n):
         size = self._size
@@ -76,6 +99,13 @@ class ApduLog:
             off = self._start[(self._first + i) % _MAX_ENTRIES]
             h = self._get(off, _HDR)
             nc, nr = h[0] << 8 | h[1], h[2] << 8 | h[3]
-            out.append({"t": h[4] << 8 | h[5], "c": self._get(off + _HDR, nc).hex(),
-                        "r": self._get(off + _HDR + nc, nr).hex()})
+            t = h[4] << 8 | h[5]
+            r = self._get(off + _HDR + nc, nr)
+            if nc == 0:
+                try:
+                    out.append({"t": t, "note": r.decode()})
+                except UnicodeError:  # a multi-byte character cut at _MAX_NOTE
+                    out.append({"t": t, "note": repr(bytes(r))})
+                continue
+            out.append({"t": t, "c": self._get(off + _HDR, nc).hex(), "r": r.hex()})
         return out

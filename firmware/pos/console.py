@@ -16,14 +16,36 @@
 #
 # While a raw REPL session is open the app's log lines are not printed (they
 # would corrupt the protocol) but still kept in the event log ring (recent()).
-# A session ends with Ctrl-B or after _SESSION_MS without a byte. Code that
-# raises SystemExit stops the app (on the ESP32 a locked terminal then
-# resets: boards/esp32/main.py).
+# A session ends with Ctrl-B or after _SESSION_MS without a byte.
+#
+# The watchdog: the app's own task feeds it, but not while technician code
+# runs (it runs synchronously); long technician commands call tick() (e.g.
+# `offpay logs` once per journal block), and every command is framed by one.
+#
+# When the app cannot run or stops, pos.service keeps this console served
+# (board main.py -> service.after_app):
+#   * the config did not load, or the journal or the reader failed at boot:
+#     service.hold() serves the console, and feeds the watchdog, instead of
+#     ending at MicroPython's REPL. Its lock is the config's, or, when there
+#     is no loadable config, pos.lock.fallback()'s: locked unless nothing on
+#     flash says "production" (a fresh board is open, so it can be
+#     provisioned). `offpay provision` puts a config in place; the reload
+#     then answers "ok ... restarting" and the terminal reboots into it. A
+#     fault other than the config reboots after 10 minutes without a
+#     technician, to try again.
+#   * technician code raised SystemExit (or the app crashed): a production
+#     terminal, locked or unlocked, resets (MicroPython's REPL would outlive
+#     the unlock's end); a test-mode one leaves the REPL to the technician,
+#     with the watchdog fed by the board's keepalive so it is not reset under
+#     them.
 import sys
+import time
 
 import asyncio
 import select
 from micropython import const
+
+from pos import apdulog
 
 _LINE_MAX = const(200)
 _CODE_MAX = const(16384)
@@ -38,6 +60,7 @@ _BANNER = "raw REPL; CTRL-B to exit\r\n>"
 # a new config, hooks["journal"] for `offpay logs`. Filled by the app.
 hooks = {}
 current = None  # the running Console, for technician commands
+_board = None   # the wired board (wired()): its watchdog and config path
 
 
 def _hex(b):
@@ -64,6 +87,8 @@ class Console:
         self._wrapped = False
         self.dropped = 0  # log lines not printed during raw sessions
         self.ns = {}
+        self.state = "running"  # or "not-provisioned", "fault": hold()
+        self.last_rx = time.ticks_ms()  # the last byte from the host
         current = self
 
     # -- the event log ----------------------------------------------------------
@@ -73,6 +98,8 @@ class Console:
         in the event log ring and passed to tee."""
         line = str(line)
         self._keep(line)
+        if line.startswith("TAP ") and apdulog.current is not None:
+            apdulog.current.note(line)  # the decision, in order with its exchanges
         if self.tee is not None:
             self.tee(line)
         if self.raw:
@@ -157,6 +184,7 @@ class Console:
 
     def feed(self, c):
         """One byte from the host."""
+        self.last_rx = time.ticks_ms()
         if self.raw:
             self._raw_byte(c)
             return
@@ -224,7 +252,9 @@ class Console:
             code = bytes(self._code[:n]).decode()
             if len(self._code) > 1024:
                 self._code = bytearray(256)  # give a big buffer back
+            tick()
             exec(code, self.ns)
+            tick()
             self._write("\x04\x04>")
         except Exception as e:  # noqa: the technician's code, reported to the tool
             self._write("\x04")
@@ -240,9 +270,9 @@ class Console:
         lk = self.lock
         cmd = parts[1]
         if cmd == b"STATUS":
-            self._say("STATUS %s %s %s" % ("production" if lk.production else "test",
-                                           "open" if lk.is_open() else "locked",
-                                           _hex(lk.terminal_id)))
+            self._say("STATUS %s %s %s %s" % ("production" if lk.production else "test",
+                                              "open" if lk.is_open() else "locked",
+                                              _hex(lk.terminal_id), self.state))
         elif cmd == b"CHALLENGE":
             ch = lk.challenge()
             if ch is None:
@@ -288,6 +318,7 @@ def attach(cfg, clock, tee=None):
     lk = lock.Lock(bytes.fromhex(cfg["terminal_id"]), bytes.fromhex(key) if key else None,
                    cfg.get("mode") == "production", clock)
     con = Console(lk, tee=tee)
+    _remember(con, cfg)
     asyncio.create_task(con.run())
     return con
 
@@ -301,3 +332,26 @@ def configure(con, cfg):
     con.lock.key = bytes.fromhex(key) if key else None
     con.lock.production = cfg.get("mode") == "production"
     con.lock.engage()
+    _remember(con, cfg)
+
+
+def _remember(con, cfg):
+    # The lock record (pos.lock.remember), so that a production terminal
+    # whose config later fails to load stays locked.
+    if _board is None:
+        return
+    from pos import lock
+    try:
+        lock.remember(_board.config_path, cfg)
+    except OSError as e:
+        con.log("LOCK record not written: %s" % (e,))
+
+
+# -- the watchdog under technician code --------------------------------------------
+
+def tick():
+    """Feed the watchdog from technician code that runs long (the app's own
+    feeding task waits while it does)."""
+    w = getattr(_board, "wdt", None)
+    if w is not None:
+        w.feed()

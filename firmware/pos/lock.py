@@ -18,10 +18,21 @@
 # only for the challenge it answers, and only once: a challenge is consumed by
 # the first answer, right or wrong, and expires after _CHALLENGE_MS. After
 # _MAX_FAILS wrong answers the terminal refuses challenges for _PENALTY_MS.
-# The terminal's clock may be wrong; the nonce, not the clock, makes a token
-# fresh, and the clock only bounds how long the console stays open.
+# The terminal's clock may be wrong, or unset (0) until its first sync; the
+# nonce, not the clock, makes a token fresh. The clock only says how long
+# the unlock lasts (until - now, as the challenge gave now), and that long is
+# then counted in ticks: a sync that moves the clock neither ends an unlock
+# early nor stretches it.
+#
+# A config that does not load must not open the console: fallback() decides
+# the lock of such a terminal from what is on its flash (the config's own
+# text, read leniently, and the lock record that remember() keeps beside it
+# while a production config runs), and stays locked unless nothing there says
+# "production". Such a terminal is reachable only by a signed unlock with
+# the technician key found there, or by a re-flash.
 #
 # What this protects and what it cannot: README, "Hardening".
+import json
 import os
 import time
 
@@ -35,6 +46,10 @@ MAX_UNLOCK_S = const(8 * 3600)
 _CHALLENGE_MS = const(120000)
 _MAX_FAILS = const(3)
 _PENALTY_MS = const(60000)
+_RECORD = "lock.json"
+_RECORD_MAX = const(512)
+_CONFIG_MAX = const(32768)  # pos.config.MAX_BYTES: a bigger file is not a config
+_NO_ID = b"\x00" * 8
 
 
 def message(terminal_id, nonce, until):
@@ -51,6 +66,8 @@ class Lock:
         self.production = production
         self.clock = clock
         self.until = None  # open until this time (terminal clock); None: see production
+        self._opened = 0   # ticks_ms when the unlock was accepted
+        self._open_ms = 0  # ... and for how long
         self._nonce = None
         self._issued = 0
         self._fails = 0
@@ -61,7 +78,7 @@ class Lock:
             return True
         if self.until is None:
             return False
-        if int(self.clock()) >= self.until:
+        if time.ticks_diff(time.ticks_ms(), self._opened) >= self._open_ms:
             self.until = None  # the unlock ran out: locked again
             return False
         return True
@@ -100,5 +117,100 @@ class Lock:
                 return "bad-signature"
             self._fails = 0
             self.until = until
+            self._opened = time.ticks_ms()
+            self._open_ms = (until - now) * 1000
             return None
         return "bad-time"
+
+
+# -- when the config does not load --------------------------------------------
+
+def record_path(config_path):
+    """The lock record's file: beside the config."""
+    return config_path.rsplit("/", 1)[0] + "/" + _RECORD
+
+
+def remember(config_path, cfg):
+    """Keep the lock record in step with the config that now runs: a
+    production config's terminal id and technician key are written (only
+    when they changed: this runs at every boot), a test config removes the
+    record. OSError if the file system refuses."""
+    path = record_path(config_path)
+    if cfg.get("mode") != "production":
+        try:
+            os.remove(path)
+        except OSError:
+            pass  # none: nothing to forget
+        return
+    # Both are hex strings pos.config has checked: nothing to escape.
+    text = '{"terminal_id":"%s","technician_key":"%s"}' % (cfg["terminal_id"], cfg["technician_key"])
+    if _read(path, _RECORD_MAX) == text:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)  # atomic on littlefs: the old record or the new one
+
+
+def _read(path, limit):
+    # The file's text; None when there is none; False when it is unreadable
+    # (too big, or not text).
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        return None
+    if size > limit:
+        return False
+    try:
+        with open(path) as f:
+            return f.read(size)
+    except (OSError, UnicodeError):
+        return False
+
+
+def _load(path, limit):
+    # A JSON object file: the dict; None when there is no file; False when
+    # there is one but it is not a JSON object (empty, too big, garbled).
+    text = _read(path, limit)
+    if text is None:
+        return None
+    try:
+        v = json.loads(text) if text else None
+    except (ValueError, TypeError):
+        return False
+    return v if isinstance(v, dict) else False
+
+
+def _key(v):
+    from pos import config
+    try:
+        return config.ec_key(v, "technician_key")
+    except config.ConfigError:
+        return None
+
+
+def _tid(v):
+    try:
+        b = bytes.fromhex(v)
+    except (TypeError, ValueError):
+        return None
+    return b if len(b) == 8 else None
+
+
+def fallback(config_path, clock=time.time):
+    """The Lock of a terminal whose config did not load (missing, unreadable
+    or refused by pos.config). Open only when nothing on flash says the
+    terminal was in production: no lock record, and no config at all (a
+    fresh board) or a JSON config whose mode is not "production". Otherwise
+    locked, and unlocked only by the technician key of the config (if it is
+    still a usable key) or of the record; with neither, only a re-flash
+    reaches the terminal."""
+    rec = _load(record_path(config_path), _RECORD_MAX)
+    cfg = _load(config_path, _CONFIG_MAX)
+    tid = key = None
+    for src in (cfg, rec):
+        if src:
+            tid = tid or _tid(src.get("terminal_id"))
+            key = key or _key(src.get("technician_key"))
+    production = rec is not None or cfg is False or (cfg is not None and cfg.get("mode") == "production")
+    return Lock(tid or _NO_ID, key, production, clock)

@@ -25,6 +25,7 @@ modes (every chaining shape and fault of wallet_sim), which show that the
 terminal declines each with the reason PROTOCOL.md gives.
 """
 import argparse
+import hashlib
 import importlib
 import json
 import os
@@ -42,6 +43,7 @@ SECTIONS = {
     "5.3": "response chaining",
     "5.5": "what a wallet does, case by case",
     "5.6": "counter",
+    "5.7": "credential by reference",
     "6": "the terminal's decision (firmware in the unix port)",
 }
 TERMINAL_ID = bytes.fromhex("5445524d30303031")
@@ -75,14 +77,16 @@ class Reader:
     def send(self, apdu):
         return bytes(self.phone.transceive(bytes(apdu)))
 
-    def authorize_apdu(self, amount=100, currency=CURRENCY, le=0, un=None):
+    def authorize_apdu(self, amount=100, currency=CURRENCY, le=0, un=None, p1=0):
         self.seq += 1
         apdu, data = ws.authorize_apdu(TERMINAL_ID, MERCHANT.encode(), amount, currency,
-                                       un or os.urandom(16), int(time.time()), self.seq)
+                                       un or os.urandom(16), int(time.time()), self.seq, p1=p1)
         return apdu[:-1] + bytes((le,)), data
 
-    def chain(self, apdu, rounds=16):
-        """Follow 61 xx and 6C xx like the terminal; returns (data, sw, R-APDUs)."""
+    def chain(self, apdu, rounds=16, stop_at=None):
+        """Follow 61 xx and 6C xx like the terminal; returns (data, sw, R-APDUs).
+        stop_at: end, as a terminal that holds the credential does (5.7), once
+        that many bytes came and more are announced (sw is then the 61 xx)."""
         out, n, cmd, again = b"", 0, bytes(apdu), False
         while True:
             n += 1
@@ -100,7 +104,7 @@ class Reader:
             check(k <= le, "a part of %d bytes for Le = %d" % (k, le))
             out += r[:-2]
             check(len(out) <= ws.MAX_RESPONSE, "more than 1200 bytes of response data")
-            if r[-2] != 0x61:
+            if r[-2] != 0x61 or (stop_at is not None and len(out) >= stop_at):
                 return out, sw(r), n
             cmd = bytes((0x00, 0xC0, 0x00, 0x00, r[-1]))
 
@@ -108,6 +112,10 @@ class Reader:
         r = self.send(ws.SELECT_APDU)
         check(sw(r) == "9000", "SELECT answered %s" % sw(r))
         return r
+
+    def offers_reference(self):
+        """SELECT; whether the answer lists option 81 (5.7)."""
+        return ws.OPT_BY_REFERENCE in ws.parse_tlv(self.select()[:-2]).get(0x01, b"")
 
     def pay(self, amount=100, currency=CURRENCY, le=0, rounds=16):
         """SELECT + AUTHORIZE; returns (request data, parsed answer, raw answer)."""
@@ -246,7 +254,8 @@ class Kit:
         self._bad(lambda rd: rd.authorize_apdu()[0], "6985", select=False)
 
     def c_authorize_p1p2(self):
-        self._bad(lambda rd: b"\x80\xa0\x01\x00" + rd.authorize_apdu()[0][4:], "6a86")
+        self._bad(lambda rd: b"\x80\xa0\x02\x00" + rd.authorize_apdu()[0][4:], "6a86")
+        self._bad(lambda rd: b"\x80\xa0\x00\x01" + rd.authorize_apdu()[0][4:], "6a86")
 
     def c_wrong_lc(self):
         self._bad(lambda rd: b"\x80\xa0\x00\x00\x50" + rd.authorize_apdu()[0][5:], "6700")
@@ -302,6 +311,75 @@ class Kit:
         rd.send(rd.authorize_apdu()[0])  # answer abandoned after its first part
         c3 = int.from_bytes(rd.pay()[1][0x32], "big")
         check(c3 >= c1 + 2, "counters %d then %d: the abandoned answer's was reused" % (c1, c3))
+
+    # -- 5.7: direct ---------------------------------------------------------------------
+    def _by_reference(self, **kw):
+        """SELECT; None if the wallet does not list option 81 (then P1 01 must
+        be 6A 86, as for any wallet before the option), else the answer by
+        reference: (request data, fields, R-APDUs, reader)."""
+        rd = Reader(self.wallet())
+        apdu, data = rd.authorize_apdu(p1=ws.P1_BY_REFERENCE)
+        if not rd.offers_reference():
+            r = rd.send(apdu)
+            check(sw(r) == "6a86", "P1 01 without option 81 answered %s, not 6A 86" % sw(r))
+            return None
+        out, s, n = rd.chain(apdu, **kw)
+        check(s == "9000" or kw.get("stop_at"), "AUTHORIZE P1 01 answered %s" % s)
+        return data, out, n, rd
+
+    def c_ref_select(self):
+        rd = Reader(self.wallet())
+        v = ws.parse_tlv(rd.select()[:-2])[0x01]
+        check(1 in v, "version 01 not listed")
+        check(all(x == 1 or x >= 0x80 for x in v), "versions %s: only 01 and options 80..FF" % v.hex())
+
+    def c_ref_layout(self):
+        got = self._by_reference()
+        if got is None:
+            return
+        data, out, _, rd = got
+        try:
+            f = ws.parse_tlv(out)
+        except ws.TLVError as e:
+            raise Failed("answer does not parse as canonical TLV: %s" % e)
+        check(list(f) == [0x32, 0x33, 0x34, 0x35, 0x36], "answer tags %s, not 32..36"
+              % [hex(t) for t in f])
+        check(len(f[0x32]) == 4 and f[0x33] == b"\x01" and len(f[0x34]) == 64
+              and len(f[0x35]) == 32, "fields 32..35 out of their bounds")
+        check(f[0x35] == hashlib.sha256(f[0x36]).digest(), "tag 35 is not SHA-256 of tag 36")
+        # The credential is the one a version-1 answer carries.
+        _, v1, _ = rd.pay()
+        check(v1[0x31] == f[0x36], "tag 36 differs from the version-1 answer's tag 31")
+
+    def c_ref_first_part(self):
+        rd = Reader(self.wallet())
+        if not rd.offers_reference():
+            return
+        apdu, _ = rd.authorize_apdu(p1=ws.P1_BY_REFERENCE)
+        r = rd.send(apdu)
+        check(r[-2] == 0x61, "first R-APDU %s: the credential must follow by chaining" % sw(r))
+        check(len(r) - 2 == ws.REF_HEAD, "first part of %d bytes, not the 109 up to tag 35"
+              % (len(r) - 2))
+
+    def c_ref_signature(self):
+        got = self._by_reference()
+        if got is None:
+            return
+        data, out, _, _ = got
+        f = ws.parse_tlv(out)
+        c = ws.parse_tlv(f[0x36])
+        msg = ws.auth_message(data, int.from_bytes(f[0x32], "big"), 1, cred_hash=f[0x35])
+        check(verify_signature("ES256", c[0x07], msg, f[0x34]),
+              "device signature does not cover tag 35 as section 5.2's message")
+
+    def c_ref_abandoned(self):
+        got = self._by_reference(stop_at=ws.REF_HEAD)
+        if got is None:
+            return
+        _, out, _, rd = got
+        c1 = int.from_bytes(out[2:6], "big")
+        c2 = int.from_bytes(rd.pay()[1][0x32], "big")
+        check(c2 > c1, "counters %d then %d after an answer read up to tag 35" % (c1, c2))
 
     # -- 6: through the terminal ---------------------------------------------------------
     def _terminal(self):
@@ -363,16 +441,35 @@ class Kit:
     def c_t_not_yet_valid(self):
         self.expect(self.wallet(not_before=self.now + 3600), 100, "NOT_YET_VALID")
 
+    def c_t_by_reference(self):
+        # A returning wallet that offers option 81: the terminal, holding its
+        # credential, reads the AUTHORIZE answer up to tag 35 and no further.
+        p = Recorder(self.wallet())
+        self.expect(p, 300, "APPROVED")
+        p.log = []
+        self.expect(p, 300, "APPROVED")
+        if p.offered:
+            check([c[:3] for c in p.log] == [b"\x00\xa4\x04", b"\x80\xa0\x01"],
+                  "the terminal sent %s: a held credential was fetched"
+                  % [c[:4].hex() for c in p.log])
+
     def c_t_replay(self):
         # The wallet's genuine answer, recorded and played back to a new challenge.
         rec = Recorder(self.wallet())
         self.expect(rec, 300, "APPROVED")
-        self.expect(Replayer(rec.answers), 300, "DEVICE_SIG")
+        self.expect(Replayer(rec.answers, rec.select), 300, "DEVICE_SIG")
 
     # -- sim only: the terminal against every adversarial wallet shape ------------------
     def c_s_shapes(self, **kw):
         want = kw.pop("want")
         first = kw.pop("first", None)
+        if kw.pop("victim", False):
+            # A wallet pays first, so the terminal holds a credential (it then
+            # asks for credentials by reference); a foreign_ref names it.
+            victim = ws.Phone(self.issuer, not_before=self.now - 3600)
+            self.expect(victim, 100, "APPROVED")
+            if kw.get("fault") == "foreign_ref":
+                kw["foreign"] = victim.credential
         p = ws.Phone(self.issuer, not_before=self.now - 3600, **kw)
         if first:
             self.expect(p, 100, first)
@@ -380,15 +477,23 @@ class Kit:
 
 
 class Recorder:
-    """Passes APDUs to a phone and keeps its last AUTHORIZE exchange's R-APDUs."""
+    """Passes APDUs to a phone and keeps its last AUTHORIZE exchange's R-APDUs,
+    every command (log) and whether its SELECT answer listed option 81."""
 
     def __init__(self, phone):
         self.phone = phone
         self.answers = []
-        self._in_auth = False
+        self.log = []
+        self.offered = False
+        self.select = None
 
     def transceive(self, apdu):
+        apdu = bytes(apdu)
+        self.log.append(apdu)
         r = bytes(self.phone.transceive(apdu))
+        if apdu[1] == 0xA4 and r[-2:] == b"\x90\x00":
+            self.select = r
+            self.offered = ws.OPT_BY_REFERENCE in ws.parse_tlv(r[:-2]).get(0x01, b"")
         if apdu[1] == 0xA0:
             self.answers = [r]
         elif apdu[1] == 0xC0 and self.answers:
@@ -401,15 +506,17 @@ class Recorder:
 
 
 class Replayer:
-    """Answers SELECT, then plays back recorded R-APDUs in order."""
+    """Answers SELECT as the recorded wallet did (so the terminal asks for the
+    same answer layout), then plays back recorded R-APDUs in order."""
 
-    def __init__(self, answers):
+    def __init__(self, answers, select=None):
         self.answers = list(answers)
+        self.select = select or ws.tlv(0x01, b"\x01") + b"\x90\x00"
         self._left = []
 
     def transceive(self, apdu):
         if apdu[1] == 0xA4:
-            return ws.tlv(0x01, b"\x01") + b"\x90\x00"
+            return self.select
         if apdu[1] == 0xA0:
             self._left = list(self.answers)
         return self._left.pop(0) if self._left else b"\x69\x85"
@@ -428,21 +535,31 @@ def _sim_cases():
         "truncate": "MALFORMED", "oversize": "MALFORMED", "garbage": "MALFORMED",
         "refuse": "WALLET_ERROR", "no_app": "NO_WALLET", "endless_chain": "PROTOCOL",
         "flood": "PROTOCOL", "big_part": "PROTOCOL", "sixc_data": "PROTOCOL",
+        "omit_cred": "MALFORMED", "wrong_hash": "CRED_HASH", "foreign_ref": "DEVICE_SIG",
     }
+    by_ref = ("omit_cred", "wrong_hash", "foreign_ref")
     out = [("5.3", "parts of 1 byte: more than 16 R-APDUs", dict(chunk=1, want="PROTOCOL")),
            ("5.3", "parts of 256 bytes, 61 00", dict(chunk=256, want="APPROVED")),
            ("5.3", "parts of 20 bytes: within 16 R-APDUs", dict(chunk=20, hints=False, want="APPROVED")),
-           ("5.3", "6C xx before every part", dict(chunk=100, exact_le=True, want="APPROVED"))]
+           ("5.3", "6C xx before every part", dict(chunk=100, exact_le=True, want="APPROVED")),
+           ("5.7", "a wallet from before option 81: approved, returning too",
+            dict(by_reference=False, victim=True, first="APPROVED", want="APPROVED")),
+           ("5.7", "by reference, 6C xx before every part", dict(chunk=100, exact_le=True, victim=True,
+                                                               first="APPROVED", want="APPROVED")),
+           ("5.7", "by reference, parts of 20 bytes", dict(chunk=20, hints=False, victim=True,
+                                                         first="APPROVED", want="APPROVED"))]
     for f in ws.FAULTS:
         if f is None:
             continue
-        sec = "5.3" if faults.get(f) == "PROTOCOL" else "6"
+        sec = "5.3" if faults.get(f) == "PROTOCOL" else "5.7" if f in by_ref else "6"
         if f == "replay":
             out.append((sec, "fault replay: old answer to a new challenge",
                         dict(fault=f, first="APPROVED", want="DEVICE_SIG")))
         elif f == "stale_counter":
             out.append((sec, "fault stale_counter: counter reused",
                         dict(fault=f, first="APPROVED", want="COUNTER_REPLAY")))
+        elif f in by_ref:
+            out.append((sec, "fault %s" % f, dict(fault=f, victim=True, want=faults[f])))
         else:
             out.append((sec, "fault %s" % f, dict(fault=f, want=faults[f])))
     return out
@@ -460,7 +577,7 @@ CASES = [
     ("5.3", "GET RESPONSE after the last part: 69 85", "c_nothing_pending_after"),
     ("5.3", "a new SELECT drops the pending answer", "c_select_drops_pending"),
     ("5.5", "AUTHORIZE before SELECT: 69 85", "c_authorize_unselected"),
-    ("5.5", "AUTHORIZE with P1 P2 01 00: 6A 86", "c_authorize_p1p2"),
+    ("5.5", "AUTHORIZE with P1 P2 02 00 or 00 01: 6A 86", "c_authorize_p1p2"),
     ("5.5", "Lc that does not match: 67 00", "c_wrong_lc"),
     ("5.5", "request without tag 26: 6A 80", "c_missing_field"),
     ("5.5", "request with an unknown tag: 6A 80", "c_unknown_tag"),
@@ -473,6 +590,12 @@ CASES = [
     ("5.5", "an amount over its own limit: signs, 90 00", "c_signs_over_limit"),
     ("5.6", "a new wallet's first counter is 1", "c_first_counter"),
     ("5.6", "counter strictly increases, an abandoned answer's is not reused", "c_counter_increases"),
+    ("5.7", "SELECT lists 01, and beside it only options (80..FF)", "c_ref_select"),
+    ("5.7", "P1 01: 32..36, 35 = SHA-256(36), 36 its credential (no option 81: 6A 86)",
+     "c_ref_layout"),
+    ("5.7", "P1 01: the first part ends after tag 35 (109 bytes), 61 xx", "c_ref_first_part"),
+    ("5.7", "P1 01: the device signature covers tag 35", "c_ref_signature"),
+    ("5.7", "an answer read only up to tag 35: its counter is not reused", "c_ref_abandoned"),
     ("6", "approved, and approved again as a returning wallet", "c_t_approved"),
     ("6", "over the per-tap limit: OVER_TAP_LIMIT", "c_t_tap_limit"),
     ("6", "over the offline limit: OVER_OFFLINE_LIMIT", "c_t_offline_limit"),
@@ -480,6 +603,7 @@ CASES = [
     ("6", "expired credential: EXPIRED", "c_t_expired"),
     ("6", "credential not yet valid: NOT_YET_VALID", "c_t_not_yet_valid"),
     ("6", "its answer replayed to a new challenge: DEVICE_SIG", "c_t_replay"),
+    ("6", "returning, by reference: approved, the held credential not fetched", "c_t_by_reference"),
 ]
 
 

@@ -34,7 +34,9 @@ first); the collision costs an extra anticollision round of air time. MaxTg = 2 
 
 Phones: `transceive(apdu: bytes) -> bytes` (R-APDU data + SW1 SW2); optional attributes
 uid (4 or 7 bytes; default random 4-byte NFCID1 starting 0x08), processing_us (phone
-compute time per APDU; default PN532Sim(phone_us=...)), ats (bytes, TL first).
+time for the APDU it just answered, read after each transceive, so a phone can charge
+each command its own time: host_tools.wallet_sim.Phone models Android HCE and keystore
+signing, PROTOCOL.md 5.7; default PN532Sim(phone_us=...)), ats (bytes, TL first).
 
 Virtual clock (never slows the simulation unless time_scale > 0): per command, UART time
 (10 bits/byte at `baud`, both directions incl. ACK), reader processing `reader_us`, air
@@ -914,6 +916,7 @@ class PN532Sim:
         except Exception as e:  # a phone bug: report it, the reader sees a timeout
             self.errors.append(e)
             return self._lost(a, phase, uart)
+        # After transceive: the phone's time for this very command (see the docstring).
         pus = getattr(a.phone, "processing_us", None)
         pus = self.phone_us if pus is None else pus
         air = self._iso_dep_air(len(data), a.fsc)

@@ -43,7 +43,7 @@ INPUTS = [
      "wallet_id": "57414c4c45542d303030303030303031", "serial": "0000000000000101",
      "tap_limit": 5000, "offline_limit": 20000, "currency": 978,
      "not_before": 1750000000, "not_after": 1800000000, "key_hints": "no",
-     "counter": 42,
+     "by_reference": "no", "counter": 42,
      "terminal_id": "5445524d30303031", "merchant_id": "MERCHANT-42", "amount": 1250,
      "un": "00112233445566778899aabbccddeeff", "time": 1764000000, "seq": 7},
     {"name": "RS256-2048 issuer, credential with key hints (tag 0D)",
@@ -53,9 +53,34 @@ INPUTS = [
      "wallet_id": "57414c4c45542d303030303030303032", "serial": "0000000000000202",
      "tap_limit": 3000, "offline_limit": 10000, "currency": 978,
      "not_before": 1750000000, "not_after": 1800000000, "key_hints": "yes",
-     "counter": 7,
+     "by_reference": "no", "counter": 7,
      "terminal_id": "5445524d30303031", "merchant_id": "MERCHANT-42", "amount": 990,
      "un": "ffeeddccbbaa99887766554433221100", "time": 1764000060, "seq": 8},
+    # Credential by reference (PROTOCOL.md 5.7): one wallet, at a terminal that
+    # holds its credential (the exchange ends after the first part) and at one
+    # that does not (it reads on). "record response" is what either stores.
+    {"name": "credential by reference, the terminal holds the credential",
+     "issuer_alg": "ES256", "issuer_kid": "4953535545523031",
+     "issuer_label": "offpay test issuer ES256",
+     "issuer_not_before": 1700000000, "issuer_not_after": 1900000000,
+     "device_label": "offpay test device 3",
+     "wallet_id": "57414c4c45542d303030303030303033", "serial": "0000000000000303",
+     "tap_limit": 5000, "offline_limit": 20000, "currency": 978,
+     "not_before": 1750000000, "not_after": 1800000000, "key_hints": "yes",
+     "by_reference": "yes", "terminal_holds": "yes", "counter": 12,
+     "terminal_id": "5445524d30303031", "merchant_id": "MERCHANT-42", "amount": 420,
+     "un": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "time": 1764000120, "seq": 9},
+    {"name": "credential by reference, the terminal does not hold it",
+     "issuer_alg": "ES256", "issuer_kid": "4953535545523031",
+     "issuer_label": "offpay test issuer ES256",
+     "issuer_not_before": 1700000000, "issuer_not_after": 1900000000,
+     "device_label": "offpay test device 3",
+     "wallet_id": "57414c4c45542d303030303030303033", "serial": "0000000000000303",
+     "tap_limit": 5000, "offline_limit": 20000, "currency": 978,
+     "not_before": 1750000000, "not_after": 1800000000, "key_hints": "yes",
+     "by_reference": "yes", "terminal_holds": "no", "counter": 13,
+     "terminal_id": "5445524d30303031", "merchant_id": "MERCHANT-42", "amount": 180,
+     "un": "f0e1d2c3b4a5968778695a4b3c2d1e0f", "time": 1764000180, "seq": 10},
 ]
 _INT = {"issuer_not_before", "issuer_not_after", "tap_limit", "offline_limit", "currency",
         "not_before", "not_after", "counter", "amount", "time", "seq"}
@@ -104,11 +129,14 @@ def vector(inp, rsa_primes=None):
     dkey, dscalar = fixed_ec_key(inp["device_label"])
     blocks["device private scalar"] = _int_hex(dscalar, 32)
     blocks["device public key"] = ws.es256_public(dkey).hex()
+    byref = inp["by_reference"] == "yes"
+    holds = inp.get("terminal_holds") == "yes"
     phone = ws.Phone(issuer, device_key=dkey, counter=inp["counter"] - 1, deterministic=True,
                      wallet_id=bytes.fromhex(inp["wallet_id"]), serial=bytes.fromhex(inp["serial"]),
                      tap_limit=inp["tap_limit"], offline_limit=inp["offline_limit"],
                      currency=inp["currency"], not_before=inp["not_before"],
-                     not_after=inp["not_after"], hints=inp["key_hints"] == "yes")
+                     not_after=inp["not_after"], hints=inp["key_hints"] == "yes",
+                     by_reference=byref)
     cred = phone.credential
     blocks["credential"] = cred.hex()
     blocks["credential hash"] = hashlib.sha256(cred).hexdigest()
@@ -116,11 +144,12 @@ def vector(inp, rsa_primes=None):
               "currency": inp["currency"], "issuers": [issuer.config()]}
     apdu, data = ws.authorize_apdu(bytes.fromhex(inp["terminal_id"]), inp["merchant_id"].encode(),
                                    inp["amount"], inp["currency"], bytes.fromhex(inp["un"]),
-                                   inp["time"], inp["seq"])
+                                   inp["time"], inp["seq"], p1=ws.P1_BY_REFERENCE if byref else 0)
     exchanges = [(ws.SELECT_APDU, phone.transceive(ws.SELECT_APDU))]
     resp = phone.transceive(apdu)
     exchanges.append((apdu, resp))
-    while resp[-2] == 0x61:
+    # A terminal that holds the credential stops once it has the hash (5.7).
+    while resp[-2] == 0x61 and not (holds and sum(len(r) - 2 for _, r in exchanges[1:]) >= ws.REF_HEAD):
         get = bytes((0x00, 0xC0, 0x00, 0x00, resp[-1]))
         resp = phone.transceive(get)
         exchanges.append((get, resp))
@@ -128,8 +157,15 @@ def vector(inp, rsa_primes=None):
         blocks["exchange %d C-APDU" % i] = c.hex()
         blocks["exchange %d R-APDU" % i] = r.hex()
     rdata = b"".join(r[:-2] for _, r in exchanges[1:])
-    f = ws.parse_tlv(rdata)
-    assert ws.parse_tlv(rdata)[0x31] == cred and int.from_bytes(f[0x32], "big") == inp["counter"]
+    if byref:
+        # What the terminal stores (record tag 42): the version-1 response, the
+        # credential from its cache or from tag 36.
+        whole = rdata + phone.pending  # the parts a terminal that holds it never fetched
+        f = ws.parse_tlv(whole)
+        assert f[0x35] == hashlib.sha256(cred).digest() and f[0x36] == cred
+        blocks["record response"] = ws.full_response(whole).hex()
+    f = ws.parse_tlv(bytes.fromhex(blocks.get("record response", rdata.hex())))
+    assert f[0x31] == cred and int.from_bytes(f[0x32], "big") == inp["counter"]
     blocks["signed message"] = ws.auth_message(data, inp["counter"], ws.ALG_ES256, cred).hex()
     blocks["device signature"] = f[0x34].hex()
     return {"inputs": dict(inp), "blocks": blocks, "config": config}
@@ -156,6 +192,10 @@ def to_json(v):
         "exchanges": exchanges,
         "authorize_data": exchanges[1]["command"][10:-2],
         "response_data": "".join(e["response"][:-4] for e in exchanges[1:]),
+        "by_reference": inp["by_reference"] == "yes",
+        "terminal_holds": inp.get("terminal_holds") == "yes",
+        "record_response": b.get("record response",
+                                 "".join(e["response"][:-4] for e in exchanges[1:])),
         "counter": inp["counter"],
         "signed_message": b["signed message"],
         "device_signature": b["device signature"],

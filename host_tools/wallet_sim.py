@@ -3,6 +3,16 @@
 An `Issuer` holds a signing key and issues credentials; a `Phone` holds a device
 key and a credential and answers the terminal's APDUs exactly as an Android HCE
 wallet following PROTOCOL.md would -- or misbehaves on demand (`Phone.fault`).
+`Phone(by_reference=False)` is a wallet from before credential by reference
+(PROTOCOL.md 5.7): it does not list option 81 and answers P1 = 01 with 6A 86.
+
+Timing model: a Phone says how long it took over each command in
+`processing_us`, which host_tools.pn532_sim reads after every APDU and adds to
+its virtual clock: HCE_US for any command (Android's NFC stack delivering the
+APDU to the wallet's HostApduService and taking its answer back), plus the
+keystore's signing time on an AUTHORIZE it signs (SIGN_US). These figures are
+assumptions, not measurements; PROTOCOL.md section 5.7 gives them with their
+sources. Setting `processing_us` to a number fixes it for every command.
 
 This is deliberately a second, independent implementation of the encoding (it
 does not import the firmware), so the two sides cross-check each other.
@@ -21,6 +31,14 @@ ALG_NAMES = {ALG_ES256: "ES256", ALG_RS256: "RS256"}
 CRED_DOMAIN = b"OFFPAY-CRED-V1\x00"
 AUTH_DOMAIN = b"OFFPAY-AUTH-V1\x00"
 CHUNK = 240          # bytes of response data per R-APDU before chaining (default)
+OPT_BY_REFERENCE = 0x81  # SELECT answer entry: credential by reference (PROTOCOL.md 5.7)
+P1_BY_REFERENCE = 0x01
+REF_HEAD = 109       # 32 04 | 33 01 | 34 40 | 35 20: the first part of an answer by reference
+# The phone's time (PROTOCOL.md 5.7, "Timing model"; assumptions, not measured):
+HCE_US = 5000        # per APDU: NFC controller -> Android NFC service -> HostApduService -> back
+SIGN_US = {"tee": 40000,        # ECDSA P-256, Android Keystore key in the TEE (KeyMint in TrustZone)
+           "strongbox": 150000,  # the same in a StrongBox secure element
+           "none": 0}
 MAX_PART = 256       # largest R-APDU data part PROTOCOL.md allows
 MAX_RESPONSE = 1200  # largest AUTHORIZE response data a terminal takes
 MAX_ROUNDS = 16      # R-APDUs one AUTHORIZE exchange may take, the first answer included
@@ -28,7 +46,8 @@ FAULTS = (
     None,             # behave
     "bad_sig",        # flip a bit of the device signature
     "bad_cred_sig",   # present a credential whose issuer signature is forged
-    "replay",         # answer with the previous tap's response, byte for byte
+    "replay",         # answer with the previous tap's counter and signature (byte for byte
+                      # when the terminal asks for the same layout, P1 00 or 01)
     "stale_counter",  # sign this challenge properly but reuse the last counter
     "other_amount",   # sign a different amount than the terminal asked for
     "truncate",       # cut the response short
@@ -40,6 +59,9 @@ FAULTS = (
     "flood",          # chain more than 1200 bytes of response data
     "big_part",       # send the last part in one R-APDU of more than 256 data bytes
     "sixc_data",      # answer a GET RESPONSE with data and 6C xx
+    "omit_cred",      # leave the credential out, unasked (no tag 31; by reference: no tag 36)
+    "wrong_hash",     # by reference: announce (tag 35) a hash that is not its credential's
+    "foreign_ref",    # by reference: name the credential `foreign` (another wallet's) and sign for it
 )
 
 SW_OK = b"\x90\x00"
@@ -208,10 +230,20 @@ def key_hints(device_public):
     return out
 
 
-def auth_message(request_data, counter, alg, credential):
-    """The bytes the device signs (PROTOCOL.md, "Device signature")."""
+def auth_message(request_data, counter, alg, credential=None, cred_hash=None):
+    """The bytes the device signs (PROTOCOL.md, "Device signature"): over the
+    credential's SHA-256 (given, or computed from `credential`)."""
+    if cred_hash is None:
+        cred_hash = hashlib.sha256(credential).digest()
     return (AUTH_DOMAIN + bytes(request_data) + tlv(0x32, u32(counter))
-            + tlv(0x33, bytes((alg,))) + tlv(0x35, hashlib.sha256(credential).digest()))
+            + tlv(0x33, bytes((alg,))) + tlv(0x35, cred_hash))
+
+
+def full_response(answer):
+    """The version-1 response (31..34) an answer by reference (32..36) stands
+    for: what a terminal stores in its journal record (PROTOCOL.md 5.7)."""
+    f = parse_tlv(answer)
+    return (tlv(0x31, f[0x36]) + tlv(0x32, f[0x32]) + tlv(0x33, f[0x33]) + tlv(0x34, f[0x34]))
 
 
 class Phone:
@@ -219,13 +251,27 @@ class Phone:
 
     def __init__(self, issuer, name="phone", device_key=None, counter=0, fault=None,
                  credential=None, uid=None, deterministic=False, compressed_key=False,
-                 chunk=CHUNK, exact_le=False, **cred_args):
+                 chunk=CHUNK, exact_le=False, by_reference=True, keystore="tee",
+                 hce_us=HCE_US, foreign=None, **cred_args):
         """chunk: data bytes per R-APDU part; exact_le: answer `6C xx` to a
         command whose Le is not exactly the next part's length, and send the
         part only when the command is repeated with Le = xx (both are allowed
-        by PROTOCOL.md section 5.3; a terminal must follow them)."""
+        by PROTOCOL.md section 5.3; a terminal must follow them).
+        by_reference: list option 81 and answer P1 = 01 (PROTOCOL.md 5.7).
+        keystore ("tee", "strongbox", "none") and hce_us: the timing model.
+        foreign: the credential fault "foreign_ref" names."""
         if fault not in FAULTS:
             raise ValueError("unknown fault %r" % (fault,))
+        if fault == "foreign_ref" and foreign is None:
+            raise ValueError("fault foreign_ref needs foreign=<another wallet's credential>")
+        self.by_reference = by_reference
+        self.hce_us = hce_us
+        self.sign_us = SIGN_US[keystore]
+        self.foreign = foreign
+        self._fixed_us = None
+        self._busy_us = 0
+        self._signed = False
+        self._cut = None  # the first part of an answer by reference ends after tag 35
         self.name = name
         self.key = device_key or ec.generate_private_key(ec.SECP256R1())
         self.counter = counter
@@ -243,11 +289,26 @@ class Phone:
         self._sixc = None  # (request, Le) of an AUTHORIZE answered 6C, awaiting its repeat
         self.last_response = None
         self.last_counter = None
+        self._last_fields = None  # 32..34 of the last answer, for the fault replay
         self.log = []     # (ins, status word) per command, for tests
 
     @property
     def wallet_id(self):
         return parse_credential(self.credential)["wallet_id"]
+
+    @property
+    def credential_hash(self):
+        return hashlib.sha256(self.credential).digest()
+
+    @property
+    def processing_us(self):
+        """The phone's time over the command it last answered (what
+        host_tools.pn532_sim charges), or the fixed figure a test set."""
+        return self._busy_us if self._fixed_us is None else self._fixed_us
+
+    @processing_us.setter
+    def processing_us(self, us):
+        self._fixed_us = us
 
     def removed(self):
         """The phone left the field: the wallet session ends."""
@@ -256,7 +317,9 @@ class Phone:
 
     def transceive(self, apdu):
         apdu = bytes(apdu)
+        self._signed = False
         resp = self._dispatch(apdu)
+        self._busy_us = self.hce_us + (self.sign_us if self._signed else 0)
         self.log.append((apdu[1] if len(apdu) > 1 else None, resp[-2:].hex()))
         return resp
 
@@ -283,7 +346,9 @@ class Phone:
                 return b"\x6A\x82"
             self.selected = True
             self.pending = b""
-            return tlv(0x01, bytes((VERSION,))) + SW_OK
+            self._cut = None
+            versions = (VERSION, OPT_BY_REFERENCE) if self.by_reference else (VERSION,)
+            return tlv(0x01, bytes(versions)) + SW_OK
         if cla == 0x00 and ins == 0xC0:
             if self.fault == "endless_chain":
                 return b"\x00" * 16 + b"\x61\x10"
@@ -295,15 +360,16 @@ class Phone:
         if cla == 0x80 and ins == 0xA0:
             if not self.selected:
                 return b"\x69\x85"
-            if p1 or p2:
+            byref = p1 == P1_BY_REFERENCE and self.by_reference
+            if p2 or (p1 and not byref):
                 return b"\x6A\x86"
-            if self.exact_le and self._sixc is not None and self._sixc[0] == data \
+            if self.exact_le and self._sixc is not None and self._sixc[0] == (p1, data) \
                     and le == self._sixc[1]:
                 # The repeat that a 6C asked for: the answer was made then.
                 self._sixc = None
                 return self._chunk(le)
             self._sixc = None
-            return self._authorize(data, le or 256)
+            return self._authorize(data, le or 256, byref, p1)
         if cla not in (0x00, 0x80):
             return b"\x6E\x00"
         return b"\x6D\x00"
@@ -314,19 +380,31 @@ class Phone:
             # Everything but the last 300 bytes first, then those in one part.
             n = rest - 300 if rest > 300 else rest
         else:
-            n = min(rest, self.chunk)
+            n = min(rest, self.chunk, self._cut or rest)
             if self.exact_le and le != n:
                 # ISO 7816-4: wrong Le, SW2 = the exact length; nothing is sent
                 # and the part stays pending until the command is repeated.
                 return bytes((0x6C, n & 0xFF))
             n = min(n, le)
+        self._cut = None
         out, self.pending = self.pending[:n], self.pending[n:]
         if self.pending:
             rest = len(self.pending)
             return out + bytes((0x61, rest if rest < 256 else 0))
         return out + SW_OK
 
-    def _authorize(self, data, le):
+    def _layout(self, fields, named, carried, byref):
+        """The answer's data: version 1 (31 credential | 32..34), or by
+        reference (PROTOCOL.md 5.7: 32..34 | 35 hash | 36 credential, the
+        first part ending after the hash, so a terminal that holds the
+        credential reads no further). An empty `carried` leaves it out."""
+        if byref:
+            self._cut = REF_HEAD
+            return fields + tlv(0x35, named) + (tlv(0x36, carried) if carried else b"")
+        return (tlv(0x31, carried) if carried else b"") + fields
+
+    def _authorize(self, data, le, byref=False, p1=0):
+        self._cut = None
         try:
             req = parse_tlv(data)
             need = {0x21: 1, 0x22: 8, 0x24: 4, 0x25: 2, 0x26: 16, 0x27: 4, 0x28: 4}
@@ -343,8 +421,11 @@ class Phone:
             return b"\x69\x82"
         if self.fault == "garbage":
             return os.urandom(40) + SW_OK
-        if self.fault == "replay" and self.last_response is not None:
-            self.pending = self.last_response
+        if self.fault == "replay" and self._last_fields is not None:
+            # What an eavesdropper holds: the old counter and signature, laid
+            # out as this terminal asks (the credential is public anyway).
+            self.pending = self._layout(self._last_fields, self.credential_hash, self.credential,
+                                        byref)
             return self._chunk(le)
         if self.fault == "stale_counter" and self.last_counter is not None:
             counter = self.last_counter
@@ -355,19 +436,29 @@ class Phone:
         if self.fault == "other_amount":
             amount = int.from_bytes(req[0x24], "big") + 1
             signed = data.replace(tlv(0x24, req[0x24]), tlv(0x24, u32(amount)), 1)
-        sig = es256_sign(self.key, auth_message(signed, counter, ALG_ES256, self.credential),
+        # The hash the answer names and the signature covers: its own
+        # credential's (the fault foreign_ref names another one's).
+        named = self.credential_hash
+        if byref and self.fault == "foreign_ref":
+            named = hashlib.sha256(self.foreign).digest()
+        self._signed = True
+        sig = es256_sign(self.key, auth_message(signed, counter, ALG_ES256, cred_hash=named),
                          deterministic=self.deterministic)
         if self.fault == "bad_sig":
             sig = sig[:10] + bytes((sig[10] ^ 0x40,)) + sig[11:]
         cred = self.credential
         if self.fault == "oversize":
             cred = cred + b"\x00" * max(0, 1025 - len(cred))  # one byte over tag 31's bound
-        resp = (tlv(0x31, cred) + tlv(0x32, u32(counter)) + tlv(0x33, bytes((ALG_ES256,)))
-                + tlv(0x34, sig))
+        fields = tlv(0x32, u32(counter)) + tlv(0x33, bytes((ALG_ES256,))) + tlv(0x34, sig)
+        self._last_fields = fields
+        carried = b"" if self.fault == "omit_cred" else cred
+        if byref and self.fault == "wrong_hash":
+            named = hashlib.sha256(named + b"wrong").digest()
+        resp = self._layout(fields, named, carried, byref)
         if self.fault == "flood":
             resp = resp + b"\x00" * (MAX_RESPONSE + 1 - len(resp))
         if self.exact_le:
-            self._sixc = (data, min(len(resp), self.chunk))
+            self._sixc = ((p1, data), min(len(resp), self.chunk, self._cut or len(resp)))
         if self.fault == "truncate":
             resp = resp[:len(resp) // 2]
         self.last_response = resp
@@ -376,14 +467,15 @@ class Phone:
         return self._chunk(le)
 
 
-def authorize_apdu(terminal_id, merchant_id, amount, currency, un, ttime, seq):
-    """Build an AUTHORIZE command as a terminal would (used by tests and vectors)."""
+def authorize_apdu(terminal_id, merchant_id, amount, currency, un, ttime, seq, p1=0):
+    """Build an AUTHORIZE command as a terminal would (used by tests and vectors);
+    p1 = P1_BY_REFERENCE asks for the credential by reference."""
     data = b"".join((
         tlv(0x21, bytes((VERSION,))), tlv(0x22, terminal_id), tlv(0x23, merchant_id),
         tlv(0x24, u32(amount)), tlv(0x25, struct.pack(">H", currency)), tlv(0x26, un),
         tlv(0x27, u32(ttime)), tlv(0x28, u32(seq)),
     ))
-    return bytes((0x80, 0xA0, 0x00, 0x00, len(data))) + data + b"\x00", data
+    return bytes((0x80, 0xA0, p1, 0x00, len(data))) + data + b"\x00", data
 
 
 SELECT_APDU = bytes((0x00, 0xA4, 0x04, 0x00, len(AID))) + AID + b"\x00"

@@ -41,11 +41,11 @@ class Broken(ws.Phone):
             apdu = apdu[:-1] + b"\x00"
         return super().transceive(apdu)
 
-    def _authorize(self, data, le):
+    def _authorize(self, data, le, *rest):
         if not self.read_all:
             self.counter -= 1
         self.read_all = False
-        return super()._authorize(data, le)
+        return super()._authorize(data, le, *rest)
 
     def _chunk(self, le):
         r = super()._chunk(le)
@@ -68,6 +68,41 @@ def test_a_wallet_that_breaks_rules_fails_those_cases():
         "counter strictly increases, an abandoned answer's is not reused",
     ]), "\n".join(lines)
     assert lines[-1] == "%d passed, 4 failed" % (len(rows) - 4)
+
+
+class SloppyReference(ws.Phone):
+    """A wallet with option 81 and two mistakes in it: its first part runs on
+    past tag 35 (240 bytes, as in version 1), and it takes its counter back
+    when the answer was not read to the end."""
+
+    read_all = True
+
+    def _authorize(self, data, le, byref=False, p1=0):
+        if not self.read_all:
+            self.counter -= 1
+        self.read_all = False
+        return super()._authorize(data, le, byref, p1)
+
+    def _chunk(self, le):
+        self._cut = None
+        r = super()._chunk(le)
+        self.read_all = r[-2:] == b"\x90\x00"
+        return r
+
+
+def test_by_reference_cases_tell_an_old_wallet_from_a_sloppy_one():
+    """A wallet from before option 81 passes every 5.7 case (P1 01 is 6A 86 to
+    it, and the terminal pays it as before); one that offers the option but
+    gets it wrong fails exactly those cases."""
+    lines = []
+    rows = conformance.run(lambda issuer, **t: ws.Phone(issuer, by_reference=False, **t),
+                           only=["5.7"], out=lines.append)
+    assert rows and all(r[2] for r in rows), "\n".join(lines)
+    rows = conformance.run(lambda issuer, **t: SloppyReference(issuer, **t), only=["5.7"],
+                           out=lines.append)
+    assert sorted(r[1] for r in rows if not r[2]) == sorted([
+        "P1 01: the first part ends after tag 35 (109 bytes), 61 xx",
+        "an answer read only up to tag 35: its counter is not reused"]), "\n".join(lines)
 
 
 def test_cli_json_and_usage():

@@ -18,14 +18,26 @@ class Scenario:
         self.taps, self.expect = [], []
         self.seq = 0
 
-    def tap(self, phone, amount, expect, currency=978, time=NOW, response=None):
+    def tap(self, phone, amount, expect, currency=978, time=NOW, response=None, byref=False):
+        """byref: ask with P1 = 01 and let the firmware see the answer as the
+        terminal does (Verifier.held after the first part, then unreference)."""
         self.seq += 1
-        apdu, data = ws.authorize_apdu(TID, MID, amount, currency, os.urandom(16), time, self.seq)
-        if response is None:
+        apdu, data = ws.authorize_apdu(TID, MID, amount, currency, os.urandom(16), time, self.seq,
+                                       p1=ws.P1_BY_REFERENCE if byref else 0)
+        genuine = response is None
+        if genuine:
             ws.run_tap(phone, ws.SELECT_APDU)
             response, sw = ws.run_tap(phone, apdu)
-        self.taps.append({"request": data.hex(), "response": response.hex(), "amount": amount,
-                          "currency": currency, "time": time})
+        t = {"request": data.hex(), "response": response.hex(), "amount": amount,
+             "currency": currency, "time": time}
+        if byref:
+            t["byref"] = True
+        if byref and genuine and phone.fault is None:
+            try:
+                t["expect_response"] = ws.full_response(response).hex()
+            except (KeyError, ws.TLVError):
+                pass
+        self.taps.append(t)
         self.expect.append(expect)
         return response
 
@@ -102,6 +114,79 @@ def test_replays_are_declined(tmp_path, es_issuer):
     sc.expect.append("COUNTER_REPLAY")
     got, lines = sc.run(tmp_path)
     assert got == sc.expect, "\n".join(lines)
+
+
+def test_credential_by_reference(tmp_path, es_issuer):
+    """PROTOCOL.md 5.7 through the firmware's rules: a credential the verifier
+    holds is taken from its cache after the answer's first 109 bytes (tag 35),
+    one it does not hold is read and must hash to tag 35; either way check()
+    decides on the version-1 response with the credential, which is what the
+    journal keeps (a reboot restores from it). The hash named must be the
+    credential signed for, and an answer that leaves the credential out, or
+    uses the other layout, is declined."""
+    phone = ws.Phone(es_issuer)
+    stranger = ws.Phone(es_issuer)   # its credential never reaches the terminal
+    sc = Scenario([es_issuer])
+    sc.tap(phone, 100, "APPROVED")                       # first seen: version-1 answer
+    sc.tap(phone, 200, "APPROVED", byref=True)           # held: 109 bytes read
+    sc.tap(ws.Phone(es_issuer), 100, "APPROVED", byref=True)  # not held: read in full
+    sc.tap(ws.Phone(es_issuer, fault="wrong_hash"), 100, "CRED_HASH", byref=True)
+    sc.tap(ws.Phone(es_issuer, fault="omit_cred"), 100, "MALFORMED", byref=True)
+    sc.tap(ws.Phone(es_issuer, fault="omit_cred"), 100, "MALFORMED")
+    # Naming a credential the terminal holds (someone else's) and signing for it.
+    sc.tap(ws.Phone(es_issuer, fault="foreign_ref", foreign=phone.credential), 100,
+           "DEVICE_SIG", byref=True)
+    # Naming one it does not hold: the credential sent is not the one named.
+    sc.tap(ws.Phone(es_issuer, fault="foreign_ref", foreign=stranger.credential), 100,
+           "CRED_HASH", byref=True)
+    # A version-1 answer where one by reference was asked for, and the reverse.
+    v1 = _answer(ws.Phone(es_issuer, by_reference=False))
+    sc.tap(phone, 100, "MALFORMED", byref=True, response=v1)
+    sc.tap(phone, 100, "MALFORMED", response=_answer(phone, p1=ws.P1_BY_REFERENCE))
+    sc.tap(phone, 300, "APPROVED", byref=True)
+    sc.reboot(4)
+    sc.tap(phone, 50, "APPROVED", byref=True)            # after a boot: the cache is empty
+    got, lines = sc.run(tmp_path)
+    assert got == sc.expect, "\n".join(lines)
+    assert lines[1] == "APPROVED hit held" and lines[2] == "APPROVED miss sent", lines
+    assert lines[-1] == "APPROVED miss sent", lines
+    assert ws.parse_tlv(v1).keys() == {0x31, 0x32, 0x33, 0x34}
+
+
+def _answer(phone, p1=0):
+    # The phone's whole answer to an AUTHORIZE with this P1, to hand to a
+    # terminal that asked with the other one.
+    apdu, _ = ws.authorize_apdu(TID, MID, 100, 978, os.urandom(16), NOW, 99, p1=p1)
+    ws.run_tap(phone, ws.SELECT_APDU)
+    return ws.run_tap(phone, apdu)[0]
+
+
+def test_mutated_answers_by_reference_are_declined(tmp_path, es_issuer):
+    """Random and mutated answers by reference, held and not held: declined
+    with a reason, never a crash, never approved."""
+    sc = Scenario([es_issuer])
+    phone = ws.Phone(es_issuer)
+    sc.tap(phone, 10, "APPROVED")
+    good = sc.tap(phone, 10, "APPROVED", byref=True)
+    rnd = __import__("random").Random(11)
+    for i in range(200):
+        if i % 4 == 0:
+            resp = os.urandom(rnd.randrange(0, 600))
+        else:
+            b = bytearray(good)
+            for _ in range(rnd.randrange(1, 4)):
+                # Half the mutations inside the first 109 bytes (what a held tap reads).
+                b[rnd.randrange(109 if i % 2 else len(b))] = rnd.randrange(256)
+            resp = bytes(b[:rnd.randrange(len(b) // 2, len(b) + 1)] if i % 3 else b)
+        sc.tap(phone, 10, None, response=resp, byref=True)
+    got, lines = sc.run(tmp_path)
+    assert got[:2] == ["APPROVED", "APPROVED"], lines[:2]
+    assert all(g != "APPROVED" for g in got[2:]), [l for l in lines[2:] if l.startswith("APPROVED")]
+    assert set(got[2:]) <= {"MALFORMED", "CRED_HASH", "ISSUER_UNKNOWN", "ISSUER_KEY_INVALID",
+                            "ISSUER_SIG", "UNSUPPORTED", "DEVICE_SIG", "COUNTER_REPLAY", "EXPIRED",
+                            "NOT_YET_VALID", "CURRENCY", "OVER_TAP_LIMIT",
+                            "OVER_OFFLINE_LIMIT"}, set(got)
+    assert "CRED_HASH" in got and "DEVICE_SIG" in got and "MALFORMED" in got
 
 
 def test_rsa_issuer_and_compressed_device_key(tmp_path):

@@ -35,6 +35,13 @@ _MAX_PART = const(256)
 SELECT = bytes((CLA_ISO, INS_SELECT, 0x04, 0x00, len(AID))) + AID + b"\x00"
 _SELECT_SPEC = ((0x01, 1, 8, True),)
 
+# Credential by reference (PROTOCOL.md 5.7). A wallet that can do it lists 81
+# beside version 01 in its SELECT answer: a terminal that predates it looks only
+# for 01, so nothing new reaches a terminal that cannot read it. The terminal
+# then asks with P1 = 01 (a wallet that did not list 81 would answer 6A 86).
+OPT_BY_REFERENCE = const(0x81)
+P1_BY_REFERENCE = const(0x01)
+
 
 class APDUError(Exception):
     """The wallet broke the APDU protocol (not a decline by the wallet itself)."""
@@ -59,11 +66,21 @@ def parse_select(resp):
     return None
 
 
-def build_authorize(buf, terminal_id, merchant_id, amount, currency, un, ttime, seq):
-    """Write a short AUTHORIZE APDU into `buf`; returns (apdu_len, data memoryview)."""
+def offers(resp, option):
+    """Whether a SELECT answer that parse_select() accepted lists `option`
+    (an entry 80..FF of tag 01: an option of the version, not a version)."""
+    f = tlv.decode(memoryview(resp)[:len(resp) - 2], _SELECT_SPEC, [None])
+    return option in bytes(f[0])
+
+
+def build_authorize(buf, terminal_id, merchant_id, amount, currency, un, ttime, seq, p1=0):
+    """Write a short AUTHORIZE APDU into `buf`; returns (apdu_len, data memoryview).
+    p1: P1_BY_REFERENCE asks for the credential by reference (not signed: it
+    changes only the answer's layout, and the signature covers the credential's
+    hash either way)."""
     buf[0] = CLA_PROP
     buf[1] = INS_AUTHORIZE
-    buf[2] = 0
+    buf[2] = p1
     buf[3] = 0
     end = token.encode_request(buf, 5, terminal_id, merchant_id, amount, currency,
                                un, ttime, seq)
@@ -76,10 +93,16 @@ def build_authorize(buf, terminal_id, merchant_id, amount, currency, un, ttime, 
 class Chained:
     """Collects a chained response (ISO 7816-4: 61xx / GET RESPONSE, 6Cxx) into a
     preallocated buffer. The rules live in one generator, _chain(); exchange()
-    drives it with a blocking transport, exchange_async() with an awaitable one."""
+    drives it with a blocking transport, exchange_async() with an awaitable one.
+
+    stop(data) -> bool, if given, is asked after every part that a 61 xx
+    follows: True ends the exchange there as complete (status 90 00, and
+    `stopped` is True), without the GET RESPONSE: a terminal that already holds
+    the rest (a credential by reference, PROTOCOL.md 5.7) does not fetch it."""
 
     def __init__(self, size=token.MAX_RESPONSE):
         self.buf = bytearray(size)
+        self.stopped = False
         self._get = bytearray(b"\x00\xC0\x00\x00\x00")
         self._again = bytearray(262)  # a command repeated with a new Le (6Cxx)
 
@@ -97,9 +120,10 @@ class Chained:
         a[n - 1] = le
         return memoryview(a)[:n]
 
-    def _chain(self, command):
+    def _chain(self, command, stop):
         # Generator: yields each command to send and is sent its R-APDU; returns
         # (status word, data memoryview). Raises APDUError on any violation.
+        self.stopped = False
         buf = self.buf
         cap = len(buf)
         n = 0
@@ -129,16 +153,19 @@ class Chained:
                 buf[n:n + k] = memoryview(resp)[:k]
                 n += k
             if sw1 == 0x61:
+                if stop is not None and stop(memoryview(buf)[:n]):
+                    self.stopped = True
+                    return SW_OK, memoryview(buf)[:n]
                 self._get[4] = sw2  # 61 00: 256 or more remain, ask for 256
                 cmd = self._get
                 continue
             return (sw1 << 8) | sw2, memoryview(buf)[:n]
         raise APDUError("more than 16 response rounds")
 
-    def exchange(self, xfer, command):
+    def exchange(self, xfer, command, stop=None):
         """Send `command` via xfer(command) -> R-APDU, following the chaining
         rules. Returns (status word, data memoryview)."""
-        g = self._chain(command)
+        g = self._chain(command, stop)
         cmd = next(g)
         try:
             while True:
@@ -146,10 +173,10 @@ class Chained:
         except StopIteration as e:
             return e.value
 
-    async def exchange_async(self, xfer, command):
+    async def exchange_async(self, xfer, command, stop=None):
         """exchange() with `await xfer(command)`: the event loop keeps running
         while the phone computes its answer."""
-        g = self._chain(command)
+        g = self._chain(command, stop)
         cmd = next(g)
         try:
             while True:

@@ -32,7 +32,7 @@ MODES = ("test", "production")
 # Top-level settings the terminal understands; anything else is refused, so a
 # misspelt key ("isuers") is an error, not a silently missing setting.
 _FIELDS = ("terminal_id", "merchant_id", "currency", "charge_timeout_ms", "relay_ms",
-           "removal_ms", "issuers", "deny",
+           "removal_ms", "issuers", "deny", "credential_by_reference",
            "uplink", "update_key", "wifi", "risk", "mode", "technician_key")
 _ISSUER_FIELDS = ("kid", "alg", "key", "not_before", "not_after", "test", "name")
 _UPLINK_FIELDS = ("url", "ca", "cert", "key", "test")
@@ -217,6 +217,7 @@ def check(cfg):
     # (pos.terminal says why their defaults are what they are).
     _int(cfg.setdefault("relay_ms", 600), "relay_ms", 100, 5000)
     _int(cfg.setdefault("removal_ms", 1000), "removal_ms", 200, 5000)
+    cfg.setdefault("credential_by_reference", True)  # PROTOCOL.md 5.7; rules.Policy checks it
     _issuers(cfg["issuers"], production)
     for k in ("update_key", "technician_key"):
         if k in cfg:

@@ -88,12 +88,16 @@ def _u32(v):
 class Policy:
     """What the terminal trusts: issuer public keys and the deny list."""
 
-    def __init__(self, issuers=(), deny_wallets=(), deny_serials=()):
+    def __init__(self, issuers=(), deny_wallets=(), deny_serials=(), by_reference=None):
         self.issuers = {}
         for i in issuers:
             self.issuers[i.kid] = i
         self.deny_wallets = set(deny_wallets)  # issuer kid (8) + wallet id (16)
         self.deny_serials = set(deny_serials)  # issuer kid (8) + serial (8)
+        # The config's credential_by_reference (PROTOCOL.md 5.7, section 7);
+        # None when the dict had no say (an uplink bundle's issuers and deny
+        # list): the verifier then keeps what it had.
+        self.by_reference = by_reference
 
     @classmethod
     def from_config(cls, cfg):
@@ -128,7 +132,10 @@ class Policy:
                 raise ConfigError("deny.wallets and deny.serials: lists")
             if len(wallets) + len(serials) > _MAX_DENY:
                 raise ConfigError("deny list too long")
-            return cls(issuers, [_pair(w) for w in wallets], [_hex(s, 16) for s in serials])
+            ref = cfg.get("credential_by_reference")
+            if ref is not None and not isinstance(ref, bool):
+                raise ConfigError("credential_by_reference: true or false")
+            return cls(issuers, [_pair(w) for w in wallets], [_hex(s, 16) for s in serials], ref)
         except (KeyError, AttributeError, TypeError) as e:
             raise ConfigError("bad policy: %r" % (e,))
 
@@ -238,6 +245,11 @@ class Verifier:
         self.counter = 0
         self.cache_hit = False
         self.no_hints = set()  # issuer kids whose hints proved wrong: not used again
+        # Credential by reference (PROTOCOL.md 5.7): on unless the config says no.
+        self.by_reference = policy.by_reference is not False
+        self._held = None  # the cached credential held() found for this tap
+        self._rf = [None] * len(token.REF_RESPONSE_SPEC)
+        self._scratch = bytearray(token.SIGNED_FIELDS)
 
     def shed(self):
         """Drop what only saves time (verified credentials, wallets' key tables;
@@ -248,6 +260,8 @@ class Verifier:
     def set_policy(self, policy):
         self.policy = policy
         self.cache = {}  # a re-provisioned key set invalidates what was verified
+        if policy.by_reference is not None:
+            self.by_reference = policy.by_reference
 
     def _credential(self, raw, now):
         # (credential, reason, its hash, issuer whose signature is still to be
@@ -266,6 +280,48 @@ class Verifier:
         if iss.alg != cred.issuer_alg or not iss.not_before <= now <= iss.not_after:
             return None, reason.ISSUER_KEY_INVALID, h, None
         return cred, reason.APPROVED, h, None if self.cache_hit else iss
+
+    # -- credential by reference (PROTOCOL.md 5.7) ------------------------------
+
+    def offer_reference(self):
+        """Whether to ask this tap's wallet for its credential by reference:
+        switched on, and holding some credential it could name (an empty cache
+        would only add the hash to the air)."""
+        return self.by_reference and len(self.cache) > 0
+
+    def held(self, data):
+        """apdu.Chained's stop test for an answer by reference: True once the
+        parts so far hold its fixed start (32..35) and the hash there names a
+        credential this verifier has verified. That credential is kept for
+        unreference(), so a cache dropped in between cannot lose it."""
+        h = token.ref_head(data)
+        self._held = self.cache.get(bytes(h)) if h is not None else None
+        return self._held is not None
+
+    def unreference(self, buf, n, stopped):
+        """The answer by reference in bytearray `buf`[:n] (apdu.Chained's
+        buffer), turned in place into the version-1 response it stands for
+        (credential, counter, algorithm, signature: what check() decides on and
+        the journal record holds). Returns (reason, response view or None).
+        `stopped`: the exchange ended after the hash because held() knew it;
+        else the whole answer came, and its credential (tag 36) must be the
+        one its hash (tag 35) names. The device signature covers that hash, so
+        a wallet cannot name one credential and sign for another."""
+        if stopped:
+            cred = self._held
+            if cred is None or n < token.REF_HEAD:
+                return reason.MALFORMED, None
+            raw = cred.raw
+        else:
+            try:
+                f = tlv.decode(memoryview(buf)[:n], token.REF_RESPONSE_SPEC, self._rf)
+            except tlv.TLVError:
+                return reason.MALFORMED, None  # also: no credential, unasked to omit it
+            if hashlib.sha256(f[4]).digest() != f[3]:
+                return reason.CRED_HASH, None
+            raw = None  # tag 36, in place
+        m = token.unreference(buf, n, raw, self._scratch)
+        return reason.APPROVED, memoryview(buf)[:m]
 
     def _remember(self, h, cred):
         if len(self.cache) >= _CACHE_MAX:

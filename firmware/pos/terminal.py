@@ -319,6 +319,9 @@ class Terminal:
             self._phase("select", m)
             if sw is not None:
                 return reason.NO_WALLET, None
+            # Credential by reference (PROTOCOL.md 5.7): only from a wallet that
+            # lists the option, and while the verifier holds credentials.
+            byref = self.verifier.offer_reference() and apdu.offers(r, apdu.OPT_BY_REFERENCE)
             # The last moment a CANCEL (or the charge's deadline) can stop this
             # charge: nothing between here and the AUTHORIZE waits.
             if self._cancel:
@@ -332,13 +335,14 @@ class Terminal:
                 return reason.STORAGE, None
             now = int(self.clock())
             n, data = apdu.build_authorize(self._cmd, self.terminal_id, self.merchant_id, amount,
-                                           currency, os.urandom(token.UN_LEN), now, seq)
+                                           currency, os.urandom(token.UN_LEN), now, seq,
+                                           apdu.P1_BY_REFERENCE if byref else 0)
             self._committed = True
             self.state = "authorizing"
             m = self._mark()
             self._t_auth = time.ticks_ms()
-            sw, resp = await self._chained.exchange_async(self._xfer_auth,
-                                                          memoryview(self._cmd)[:n])
+            sw, resp = await self._chained.exchange_async(
+                self._xfer_auth, memoryview(self._cmd)[:n], self.verifier.held if byref else None)
             self._phase("authorize", m)
         except _RelayTimeout:
             self.log("TAP AUTHORIZE not answered within %d ms" % self.relay_ms)
@@ -359,6 +363,14 @@ class Terminal:
         req = self._req
         req.amount, req.currency, req.time, req.data = amount, currency, now, data
         m = self._mark()
+        if byref:
+            # The version-1 response it stands for: the verifier decides on it
+            # and the journal record holds it, the credential included.
+            tm["byref"] = "held" if self._chained.stopped else "sent"
+            code, resp = self.verifier.unreference(self._chained.buf, len(resp),
+                                                   self._chained.stopped)
+            if code:
+                return code, None
         try:
             code = self.verifier.check(req, resp)
         except MemoryError:

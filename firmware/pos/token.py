@@ -41,12 +41,15 @@ T_UN = const(0x26)
 T_TIME = const(0x27)
 T_SEQ = const(0x28)
 
-# AUTHORIZE response data (0x31..0x34); 0x35 appears only inside the signed message.
+# AUTHORIZE response data (0x31..0x34); 0x35 is in the signed message, and in
+# the answer by reference (P1 = 01, PROTOCOL.md 5.7): 32, 33, 34, 35, then the
+# credential as 0x36, last, so a terminal that holds it can stop reading.
 T_CREDENTIAL = const(0x31)
 T_COUNTER = const(0x32)
 T_SIG_ALG = const(0x33)
 T_DEVICE_SIG = const(0x34)
 T_CRED_HASH = const(0x35)
+T_REF_CREDENTIAL = const(0x36)
 
 MAX_CREDENTIAL = const(1024)
 HINTS_LEN = const(195)  # three uncompressed SEC1 points
@@ -57,6 +60,8 @@ WALLET_ID_LEN = const(16)
 MAX_REQUEST = const(80)      # largest AUTHORIZE data field (see PROTOCOL.md)
 MAX_RESPONSE = const(1200)   # largest AUTHORIZE response data we will accept
 MAX_SIGNED = const(160)      # domain + request + counter/alg/hash fields
+SIGNED_FIELDS = const(75)    # 32 04 counter | 33 01 alg | 34 40 signature
+REF_HEAD = const(109)        # SIGNED_FIELDS | 35 20 credential hash: the fixed start of an answer by reference
 
 CRED_SPEC = (
     (T_CRED_VERSION, 1, 1, True),
@@ -80,6 +85,14 @@ RESPONSE_SPEC = (
     (T_COUNTER, 4, 4, True),
     (T_SIG_ALG, 1, 1, True),
     (T_DEVICE_SIG, 64, 64, True),
+)
+
+REF_RESPONSE_SPEC = (
+    (T_COUNTER, 4, 4, True),
+    (T_SIG_ALG, 1, 1, True),
+    (T_DEVICE_SIG, 64, 64, True),
+    (T_CRED_HASH, 32, 32, True),
+    (T_REF_CREDENTIAL, 1, MAX_CREDENTIAL, True),
 )
 
 REQUEST_SPEC = (
@@ -136,6 +149,44 @@ def encode_request(buf, pos, terminal_id, merchant_id, amount, currency, un, tti
     pos = tlv.put(buf, pos, T_UN, un)
     pos = tlv.put_uint(buf, pos, T_TIME, ttime, 4)
     return tlv.put_uint(buf, pos, T_SEQ, seq, 4)
+
+
+def ref_head(data):
+    """The credential hash an answer by reference starts with (a view), or None
+    when `data` does not start with 32 04 | 33 01 | 34 40 | 35 20 in full. The
+    fields have fixed lengths, so their headers sit at fixed offsets."""
+    if len(data) < REF_HEAD or data[0] != T_COUNTER or data[1] != 4 or data[6] != T_SIG_ALG \
+            or data[7] != 1 or data[9] != T_DEVICE_SIG or data[10] != 64 \
+            or data[75] != T_CRED_HASH or data[76] != 32:
+        return None
+    return data[77:REF_HEAD]
+
+
+def unreference(buf, n, credential, scratch):
+    """Turn the answer by reference in bytearray `buf`[:n] into the version-1
+    response it stands for (31 credential | 32 | 33 | 34), in place, and
+    return its length: no second 1.2 KB buffer. `credential`: its bytes when
+    the answer stopped after tag 35 (the terminal holds them), or None to use
+    the answer's own tag 36, which the caller has decoded and checked.
+    `scratch`: 75 bytes for the signed fields while the credential moves."""
+    mv = memoryview(buf)
+    scratch[:SIGNED_FIELDS] = mv[:SIGNED_FIELDS]
+    if credential is None:
+        # 36 LL <credential> ends the answer at REF_HEAD + m; tag 31 has the
+        # same length header, so the block moves to the front and only the
+        # tag byte changes. Moved in pieces no longer than the distance, so
+        # no piece overlaps its own copy (slice assignment may be a memcpy).
+        m = n - REF_HEAD
+        dst = 0
+        while dst < m:
+            k = REF_HEAD if m - dst > REF_HEAD else m - dst
+            mv[dst:dst + k] = mv[REF_HEAD + dst:REF_HEAD + dst + k]
+            dst += k
+        buf[0] = T_CREDENTIAL
+    else:
+        m = tlv.put(buf, 0, T_CREDENTIAL, credential)
+    buf[m:m + SIGNED_FIELDS] = scratch
+    return m + SIGNED_FIELDS
 
 
 def signed_message(buf, request, counter, alg, cred_hash):

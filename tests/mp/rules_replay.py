@@ -2,7 +2,11 @@
 # firmware's offline rules; prints one decision per tap. Driven by tests/test_rules.py.
 # A tap {"sync": true} acknowledges every record so far (offline spend restarts);
 # {"reboot": true} starts a new Verifier and rebuilds it from the journal with
-# app.restore, as a power cut and a boot would.
+# app.restore, as a power cut and a boot would. A tap with "byref" carries an
+# answer by reference (PROTOCOL.md 5.7): its first `first` bytes arrive before a
+# 61 xx, where the terminal asks Verifier.held() whether to stop, then
+# Verifier.unreference() gives the version-1 response that check() decides on
+# and the journal record keeps.
 import json
 import sys
 from pos import app, reason, rules, tlv
@@ -54,11 +58,26 @@ def main(path):
         req.time = tap["time"]
         req.data = memoryview(bytes.fromhex(tap["request"]))
         resp = bytes.fromhex(tap["response"])
+        how = ""
+        if tap.get("byref"):
+            first = memoryview(resp)[:tap.get("first", 109)]
+            stopped = len(first) < len(resp) and v.held(first)
+            how = " held" if stopped else " sent"
+            n = len(first) if stopped else len(resp)
+            buf = bytearray(1200)  # apdu.Chained's buffer, the answer in front
+            buf[:n] = memoryview(resp)[:n]
+            r, resp = v.unreference(buf, n, stopped)
+            if r:
+                print(reason.name(r), "-" + how)
+                continue
+            resp = bytes(resp)
+            if tap.get("expect_response"):  # the record response the host expects
+                assert resp == bytes.fromhex(tap["expect_response"]), "record response differs"
         r = v.check(req, resp)
         if r == reason.APPROVED:
             journal.recs.append((len(journal.recs) + 1, record(req.data, resp)))
             v.commit(v.cred.wallet_id, v.counter, req.amount)
-        print(reason.name(r), "hit" if v.cache_hit else "miss")
+        print(reason.name(r), ("hit" if v.cache_hit else "miss") + how)
 
 
 main(sys.argv[1])

@@ -15,7 +15,10 @@ problem on a desk.
     offpay replay session --log logs.jsonl --config cfg.json [--tap N] [--list]
         Plays the recorded NFC session (`offpay logs` "apdu" lines: the
         terminal's recent exchanges and its TAP lines, pos.apdulog) back
-        through the emulated terminal, one recorded tap at a time: a phone
+        through the emulated terminal, one recorded tap at a time, in order
+        from the oldest (also before the tap asked for: the terminal then
+        holds what the field's held from them, e.g. the credentials wallets
+        later send by reference, PROTOCOL.md 5.7): a phone
         answers each command with the recorded response, in order, and stays
         silent where the field's phone did ("AUTHORIZE not answered"). The
         emulated terminal's clock is set to the recorded AUTHORIZE's time, and
@@ -30,7 +33,11 @@ problem on a desk.
         challenge, not the replay's, so a tap APPROVED in the field replays
         as DEVICE_SIG, and so do outcomes decided after the signature from
         the terminal's history (COUNTER_REPLAY, OVER_OFFLINE_LIMIT,
-        SUPERSEDED, CAPACITY). These count as consistent.
+        SUPERSEDED, CAPACITY). These count as consistent. Nor does what the
+        field terminal held from before the log's first tap (its cache of
+        credentials, wallets' counters): a tap whose commands then differ
+        from the recording's (e.g. AUTHORIZE asking for the credential by
+        reference or not) is reported with the command that diverged.
 
 Exit status: 0 done (upload: the receiver holds every record; session: every
 tap replayed consistently), 1 failed or a tap replayed differently, 2 usage.
@@ -44,6 +51,7 @@ import time
 from pathlib import Path
 
 from host_tools import journal_dump
+from host_tools import wallet_sim as ws
 
 SELECT_INS = 0xA4
 # Decided after the device signature, from what the terminal remembers: a
@@ -131,10 +139,14 @@ def upload(journal, url, ca, cert, key, out=print, progress=None):
     if tid is not None and cn != tid:
         raise ReplayError("the journal is terminal %s's, the client certificate is %s's: the receiver "
                           "would file these payments under the wrong terminal" % (tid, cn))
+    import ssl
     try:
-        ctx = httpx.create_ssl_context(verify=ca, cert=(cert, key))
-    except (OSError, ValueError) as e:
-        raise ReplayError("TLS files: %s" % (e,))
+        # Mutual TLS as the terminal does it: the acquirer CA pinned, the
+        # terminal's certificate presented.
+        ctx = ssl.create_default_context(cafile=str(ca))
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ValueError, ssl.SSLError) as e:
+        raise ReplayError("TLS files (--ca, --cert, --key): %s" % (e,))
     first, last = records[0][0], records[-1][0]
     with httpx.Client(verify=ctx, timeout=30) as client:
         ack = _post(client, url, [], 0)  # no records: what the receiver already holds
@@ -202,6 +214,37 @@ def _authorize(tap):
     return None
 
 
+def _answer(tap):
+    """(index of the AUTHORIZE exchange, its P1, the answer's data across its
+    parts, whether the recording reads it to 90 00), or None."""
+    ex = tap["exchanges"]
+    for i, (c, r) in enumerate(ex):
+        if len(c) > 4 and c[1] == 0xA0:
+            data, k = b"", i
+            while k < len(ex):
+                resp = ex[k][1]
+                data += resp[:-2]
+                if resp[-2:-1] != b"\x61" or k + 1 >= len(ex) or ex[k + 1][0][1:2] != b"\xc0":
+                    return i, c[2], data, resp[-2:] == b"\x90\x00"
+                k += 1
+            return i, c[2], data, False
+    return None
+
+
+def _version1(data):
+    """The version-1 answer (31 credential | 32 | 33 | 34) that an answer by
+    reference (32 | 33 | 34 | 35 hash | 36 credential, PROTOCOL.md 5.7)
+    stands for, or None when it is not a whole, consistent one."""
+    import hashlib
+    try:
+        f = ws.parse_tlv(data)
+    except (ws.TLVError, IndexError):
+        return None
+    if sorted(f) != [0x32, 0x33, 0x34, 0x35, 0x36] or hashlib.sha256(f[0x36]).digest() != f[0x35]:
+        return None
+    return ws.tlv(0x31, f[0x36]) + ws.tlv(0x32, f[0x32]) + ws.tlv(0x33, f[0x33]) + ws.tlv(0x34, f[0x34])
+
+
 class RecordedPhone:
     """Answers the terminal's commands with one recorded tap's responses, in
     order. After the last recorded exchange it does what the field's
@@ -209,7 +252,15 @@ class RecordedPhone:
     never answers it: PN532Sim.silence) where the terminal said "AUTHORIZE
     not answered", the phone leaving the field where the attempt ended
     CARD_REMOVED, and otherwise an error status (6F00): the terminal asked
-    for more than the recording holds."""
+    for more than the recording holds.
+
+    Credential by reference (PROTOCOL.md 5.7) depends on what the terminal
+    holds, so the replay's terminal may ask otherwise than the field's. The
+    phone then answers as the recorded wallet would by that section, from
+    the recorded answer: a SELECT without option 81 when the field's
+    AUTHORIZE asked for the version-1 answer (P1 00); the version-1 answer
+    (from a whole answer by reference, credential included) when the field's
+    asked by reference and the replay's cannot (it holds no credential yet)."""
 
     def __init__(self, tap, sim):
         self.script = list(tap["exchanges"])
@@ -217,27 +268,50 @@ class RecordedPhone:
         self.leaves = tap["field"] == "CARD_REMOVED"
         self.sim = sim
         self.sent = []
-        self.diverged = None  # (index, sent INS, recorded INS) at the first difference
-        if self.silent and len(self.script) == 0:
-            sim.silence(1, ack=True)
+        self.diverged = None  # (index, sent header, recorded header) at the first difference
+        self.v1 = None        # the version-1 answer being sent in parts, when converted
+        self.answer = _answer(tap)
 
     def transceive(self, capdu):
         capdu = bytes(capdu)
         i = len(self.sent)
         self.sent.append(capdu)
+        if self.v1 is not None:
+            return self._part(capdu)
         if i >= len(self.script):
             if self.leaves:
                 self.sim.remove_phone(self)
                 raise ConnectionError("the recorded phone left the field here")  # the reader: target lost
             if self.diverged is None:
-                self.diverged = (i, capdu[1:2].hex(), "-")
+                self.diverged = (i, capdu[:4].hex(), "-")
             return b"\x6f\x00"
         c, r = self.script[i]
-        if self.diverged is None and capdu[1:2] != c[1:2]:
-            self.diverged = (i, capdu[1:2].hex(), c[1:2].hex())
+        if c[1:2] == bytes((SELECT_INS,)) and self.answer and self.answer[1] == 0 and len(r) > 3:
+            # The field's terminal asked for the version-1 answer: the option is
+            # not offered, so the replay's asks the same.
+            opts = bytes(x for x in r[2:-2] if x != 0x81)
+            r = bytes((r[0], len(opts))) + opts + r[-2:]
+        if self.answer and i == self.answer[0] and capdu[1:2] == b"\xa0" and capdu[2] == 0 \
+                and self.answer[1] == 1 and self.answer[3]:
+            v1 = _version1(self.answer[2])
+            if v1 is not None:
+                self.v1 = v1
+                return self._part(capdu)
+        if self.diverged is None and capdu[:4] != c[:4]:
+            # The command's header (class, instruction, P1, P2): the data of
+            # AUTHORIZE differs anyway (a fresh challenge, the time).
+            self.diverged = (i, capdu[:4].hex(), c[:4].hex())
         if i == len(self.script) - 1 and self.silent:
             self.sim.silence(1, ack=True)  # the command after this answer gets none
         return r
+
+    def _part(self, capdu):
+        le = capdu[-1] or 256 if len(capdu) > 4 else 256
+        out, self.v1 = self.v1[:min(le, ws.CHUNK)], self.v1[min(le, ws.CHUNK):]
+        if self.v1:
+            return out + bytes((0x61, len(self.v1) if len(self.v1) < 256 else 0))
+        self.v1 = None
+        return out + ws.SW_OK
 
 
 def consistent(field, replayed):
@@ -259,12 +333,12 @@ def session(log, config, which=None, amount=None, out=print, workdir=None):
     recorded = taps(entries)
     if not recorded:
         raise ReplayError("%s has no recorded tap (no apdu lines starting with a SELECT)" % log)
-    if which is not None:
-        if not 1 <= which <= len(recorded):
-            raise ReplayError("the log holds taps 1..%d, not %d" % (len(recorded), which))
-        chosen = [which]
-    else:
-        chosen = list(range(1, len(recorded) + 1))
+    if which is not None and not 1 <= which <= len(recorded):
+        raise ReplayError("the log holds taps 1..%d, not %d" % (len(recorded), which))
+    # In order from the oldest, also before the one asked for: the terminal
+    # then holds what the field's held from them (the wallets' counters and
+    # the credentials a wallet later sends by reference, PROTOCOL.md 5.7).
+    upto = which or len(recorded)
     try:
         cfg = json.loads(Path(config).read_text())
     except (OSError, ValueError) as e:
@@ -274,28 +348,33 @@ def session(log, config, which=None, amount=None, out=print, workdir=None):
         emu = emulator.Emulator(workdir or d, cfg, sim=PN532Sim())
         emu.seed_clock = False
         emu.provision()
-        first = _authorize(recorded[chosen[0] - 1])
+        first = _authorize(recorded[0]) or _authorize(recorded[upto - 1])
         with emu.repl() as url:
             # The recorded time: validity is judged as it was in the field.
             emu.set_clock(url, first[2] if first else int(time.time()))
         emu.start()
         try:
             till = emu.till()
-            for k in chosen:
+            for k in range(1, upto + 1):
                 tap = recorded[k - 1]
                 auth = _authorize(tap)
                 amt = amount if amount is not None else (auth[0] if auth else 100)
                 cur = auth[1] if auth else cfg.get("currency", 978)
                 got = _replay_one(emu, till, tap, amt, cur, "REPLAY%d" % k)
                 phone = got[1]
+                if which is not None and k != which:
+                    continue
                 results.append((k, tap["field"], got[0]))
                 verdict = "consistent" if consistent(tap["field"], got[0]) else "DIFFERS"
                 out("tap %d: field %s, replay %s: %s" % (k, tap["field"] or "(not in the log)", got[0],
                                                          verdict))
                 if phone.diverged is not None:
                     i, sent, rec = phone.diverged
-                    out("  the terminal's command %d (INS %s) differs from the recording's (INS %s)"
-                        % (i + 1, sent, rec))
+                    held = phone.answer and phone.answer[1] == 1 and not phone.answer[3]
+                    out("  command %d diverged: the replay sent %s, the field %s%s"
+                        % (i + 1, sent, rec, " (the field's terminal held this wallet's credential "
+                           "from before the recorded taps and read only its hash: the replay "
+                           "cannot decide without it)" if held else ""))
             till.close()
         finally:
             emu.stop()

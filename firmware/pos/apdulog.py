@@ -21,7 +21,7 @@ from micropython import const
 _MAX_APDU = const(1200)
 _HDR = const(6)
 _MAX_ENTRIES = const(64)
-_MAX_NOTE = const(120)
+_MAX_NOTE = const(64)  # "TAP <REASON> ref=<32-byte ref>" and the detail lines fit
 _REBASE = const(0x10000000)
 
 current = None  # the app's log, for `offpay logs`

@@ -12,7 +12,8 @@ def _issuer(argv):
     import json
     from cryptography.hazmat.primitives import serialization
     from host_tools import wallet_sim as ws
-    ap = argparse.ArgumentParser(prog="host_tools issuer", description=_issuer.__doc__)
+    ap = argparse.ArgumentParser(prog="offpay issuer", description=_issuer.__doc__,
+                                 epilog="exit status: 0 written, 1 failed, 2 usage")
     ap.add_argument("--alg", choices=("ES256", "RS256"), default="ES256")
     ap.add_argument("--key-out", required=True, help="where to write the private key (PEM)")
     ap.add_argument("--not-before", type=int, default=0)
@@ -21,8 +22,12 @@ def _issuer(argv):
     iss = ws.Issuer(alg=a.alg, not_before=a.not_before, not_after=a.not_after)
     pem = iss.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    with open(a.key_out, "wb") as f:
-        f.write(pem)
+    try:
+        with open(a.key_out, "wb") as f:
+            f.write(pem)
+    except OSError as e:
+        print("issuer: cannot write %s: %s" % (a.key_out, e.strerror or e), file=sys.stderr)
+        return 1
     print(json.dumps(iss.config()))
     return 0
 
@@ -65,6 +70,7 @@ def main(argv=None):
         print("usage: %s <command> [--help]\n\ncommands:" % prog)
         for name, (_, text) in COMMANDS.items():
             print("  %-10s %s" % (name, text))
+        print("\nexit status (every command): 0 done, 1 failed (the message names the problem), 2 usage")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     fn, _ = COMMANDS[argv[0]]
     return fn(argv[1:]) or 0

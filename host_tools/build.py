@@ -140,7 +140,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     from host_tools.progress import bar
     try:
-        with bar("compile", len(list(sources(a.board)))) as advance:
+        with bar("compile", len(list(sources(a.board))), unit="files") as advance:
             out = build(a.board, a.out, progress=lambda i, n: advance(i))
     except BuildError as e:
         print("build failed: %s" % (e,), file=sys.stderr)

@@ -172,7 +172,9 @@ class VirtualTerminal:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="offpay emulate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="offpay emulate", description=__doc__.split("\n\n")[0],
+                                 epilog="exit status: 0 stopped (Ctrl-C or --duration), 1 failed to start "
+                                        "(or --config refused), 2 usage")
     ap.add_argument("--workdir", default="var/emulate", help="flash image and files (default var/emulate)")
     ap.add_argument("--config", help="provision this config once the terminal is up")
     ap.add_argument("--heap", default="128k", help="heap for the firmware's data (default 128k)")

@@ -99,7 +99,8 @@ def check_record(payload, issuers):
 
 
 def main(argv=None, out=print):
-    ap = argparse.ArgumentParser(prog="host_tools journal", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="offpay journal", description=__doc__.split("\n\n")[0],
+                                 epilog="exit status: 0 every record intact and verified, 1 otherwise, 2 usage")
     ap.add_argument("--image", required=True, help="a flash image: the emulator's, or a dumped partition")
     ap.add_argument("--offset", type=lambda v: int(v, 0), default=UNIX_JOURNAL_OFFSET,
                     help="where the journal partition starts in the image (default %d, the "

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from host_tools import device, provision, wallet_sim as ws
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("build", "provision", "flash", "lock", "unlock", "logs", "replay", "emulate")
+TECHNICIAN = ("build", "provision", "flash", "lock", "unlock", "logs", "replay", "replay upload",
+              "replay session", "emulate", "journal", "issuer")
 
 
 def offpay(*args, timeout=120):
@@ -25,12 +26,40 @@ def offpay(*args, timeout=120):
                           text=True, timeout=timeout, cwd=ROOT)
 
 
-@pytest.mark.parametrize("cmd", COMMANDS)
-def test_help_and_usage(cmd):
-    r = offpay(cmd, "--help")
-    assert r.returncode == 0 and "usage" in r.stdout.lower(), r.stderr
-    r = offpay(cmd, "--no-such-option")
-    assert r.returncode == 2
+def _main(argv, capsys):
+    from host_tools.__main__ import main
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own exits
+        rc = e.code
+    return rc, capsys.readouterr()
+
+
+def test_every_command_has_help_and_usage_errors(capsys):
+    # In process (argparse exits the same way): one interpreter for all of them.
+    from host_tools.__main__ import COMMANDS
+    for cmd in list(COMMANDS) + ["replay upload", "replay session"]:
+        rc, out = _main(cmd.split() + ["--help"], capsys)
+        assert rc == 0 and "usage" in out.out.lower(), (cmd, out.err)
+        if cmd in TECHNICIAN:
+            assert "exit status: 0 " in " ".join(out.out.split()), (cmd, out.out)
+        rc, out = _main(cmd.split() + ["--no-such-option"], capsys)
+        assert rc == 2, cmd
+    rc, out = _main(["--help"], capsys)
+    assert rc == 0 and "exit status (every command): 0 done, 1 failed" in out.out
+    assert _main(["no-such-command"], capsys)[0] == 2
+
+
+def test_progress_bar_when_drawn(capsys):
+    from host_tools.progress import bar
+    with bar("re-verify", None, enabled=True, unit="records") as advance:
+        advance(1, total=3)
+        advance(3)
+    err = capsys.readouterr().err
+    assert "re-verify" in err and "3/3" in err, err
+    with bar("copy", 10, enabled=False) as advance:  # stderr not a terminal: nothing drawn
+        advance(10)
+    assert capsys.readouterr().err == ""
 
 
 def test_wrong_port_is_named():

@@ -58,6 +58,23 @@ TMP = os.getenv("POS_TEST_TMP")
 CASE = os.getenv("POS_CASE")
 
 
+import micropython as _mp
+
+
+class Micropython:
+    # The first thing main.py does, recorded among the board's calls.
+    const = staticmethod(_mp.const)
+
+    @staticmethod
+    def kbd_intr(c):
+        machine.calls.append(("kbd_intr", c))
+        if CASE == "ctrl-c" and len(machine.calls) == 1:
+            raise KeyboardInterrupt  # a Ctrl-C that arrived during boot fires now
+
+
+sys.modules["micropython"] = Micropython
+
+
 class Timer:
     made = []
 
@@ -143,11 +160,16 @@ def test_esp32_main_after_the_app(tmp_path, monkeypatch):
     path = [ROOT / "tests" / "fakes"]
     main = ROOT / "boards" / "esp32" / "main.py"
     res = {}
-    for case in ("test", "production", "unprovisioned"):
+    for case in ("test", "production", "unprovisioned", "ctrl-c"):
         monkeypatch.setenv("POS_CASE", case)
         r = run_mp(ESP32_MAIN, main, heap="512k", path=path, timeout=60, input="")
         res[case] = r.stdout + r.stderr
         assert r.returncode == 0, res[case]
+    # Before anything else, Ctrl-C stops being an interrupt; one that came
+    # during boot resets the board rather than open the REPL.
+    for case in res:
+        assert "CALLS ['kbd_intr', " in res[case], res[case]
+    assert "ENDED ('machine.reset',)" in res["ctrl-c"] and "CALLS ['kbd_intr', 'reset']" in res["ctrl-c"]
     # Test mode: the REPL follows (SystemExit goes on), a 1 s timer feeds the watchdog.
     assert "ENDED ()" in res["test"] and "'reset'" not in res["test"], res["test"]
     assert "TIMERS [1000]" in res["test"] and "FED 1" in res["test"], res["test"]

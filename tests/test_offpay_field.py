@@ -313,3 +313,36 @@ def test_the_recorded_wallet_answers_as_the_replay_terminal_asks(field):
         f = ws.parse_tlv(data)
         assert sw == ws.SW_OK and sorted(f) == [0x31, 0x32, 0x33, 0x34] and rp.diverged is None, (p1, f.keys())
         assert ws.parse_credential(f[0x31])["wallet_id"] == phone.wallet_id
+
+
+def test_every_flag_of_a_payment_can_be_raised():
+    # logs.verify on records made on the host, one rule broken each (the
+    # dump test above covers the rest end to end).
+    from host_tools import logs
+    iss = ws.Issuer(alg="ES256", not_before=NOW - 86400, not_after=NOW + 86400)
+    late = ws.Issuer(alg="ES256", not_before=NOW + 3600, not_after=NOW + 7200)
+    stranger = ws.Issuer(alg="ES256")
+    denied = ws.Phone(iss)
+    cfg = {"terminal_id": TID, "issuers": [iss.config(), late.config()],
+           "deny": {"wallets": [[iss.kid.hex(), denied.wallet_id.hex()]], "serials": []}}
+
+    def other_terminal(phone):
+        apdu, data = ws.authorize_apdu(bytes.fromhex("5445524d30303032"), b"M", 100, 978,
+                                       os.urandom(16), NOW, 1)
+        ws.run_tap(phone, ws.SELECT_APDU)
+        resp, _ = ws.run_tap(phone, apdu)
+        return records.encode_record(data, resp, b"T", 0)
+
+    recs = [(1, _signed(ws.Phone(iss), 100, NOW, 1)),
+            (2, _signed(denied, 100, NOW, 2)),
+            (3, other_terminal(ws.Phone(iss))),
+            (4, _signed(ws.Phone(stranger), 100, NOW, 4)),
+            (5, _signed(ws.Phone(late), 100, NOW, 5)),
+            (6, _signed(ws.Phone(iss, not_before=NOW + 60), 100, NOW, 6)),
+            (7, _signed(ws.Phone(iss, currency=840), 100, NOW, 7)),
+            (8, _signed(ws.Phone(iss, fault="bad_cred_sig"), 100, NOW, 8)),
+            (9, b"\x41\x05junk")]
+    got = {p["rid"]: p["flags"] for p in logs.verify(recs, {i["kid"]: i for i in cfg["issuers"]}, cfg)}
+    assert got == {1: [], 2: ["deny-listed"], 3: ["terminal-mismatch"], 4: ["issuer-unknown"],
+                   5: ["issuer-key-not-valid"], 6: ["not-yet-valid"], 7: ["currency"],
+                   8: ["issuer-signature"], 9: ["unreadable"]}, got

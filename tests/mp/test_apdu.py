@@ -45,6 +45,9 @@ def test_select_options():
     assert not apdu.offers(b"\x01\x02\x01\x82\x90\x00", apdu.OPT_BY_REFERENCE)
     assert apdu.parse_select(b"\x01\x01\x81\x90\x00") == apdu.SW_FUNC_NOT_SUPPORTED
     unit.raises(tlv.TLVError, apdu.parse_select, b"\x01\x09" + b"\x01" * 9 + b"\x90\x00")  # over 8 entries
+    # parse_select is version 1's, unchanged: it takes the option byte, and it
+    # refuses any other field, which is why a hash cannot ride in the SELECT answer.
+    unit.raises(tlv.TLVError, apdu.parse_select, b"\x01\x01\x01\x35\x20" + b"\xab" * 32 + b"\x90\x00")
 
 
 def test_build_authorize_p1():

@@ -214,17 +214,18 @@ def _show(feedback, led, text, log):
         log("FEEDBACK failed: %r" % (e,))
 
 
-async def run(wire, log=print):
+async def run(wire, log=print, p256="native"):
     from pos.journal import Journal, JournalError
-    # The big long-lived buffers first, while the heap is still in one piece;
-    # the board's objects after them.
+    backend = p256
+    from pos import p256
+    # The field engine's code first (on a port that loads native code into the
+    # heap it is one large block), then the big long-lived buffers, while the
+    # heap is still in one piece; the board's objects after them.
+    backend = p256.use(backend)
     gc.collect()
     table = rules.WalletTable(256)
-    from pos import p256
     p256.reserve()  # the wallets' key tables, 16 KB, before anything else fragments the heap
     bufs = (apdu.Chained(), bytearray(record.MAX))
-    from pos.uplink import BUF_SIZE
-    upbuf = bytearray(BUF_SIZE)  # the upload's body and answer; given back if no uplink
     try:
         board = wire() if callable(wire) else wire
     except OSError as e:
@@ -245,6 +246,12 @@ async def run(wire, log=print):
         return 2
     # The USB console from now on: locked in production, a technician's raw
     # REPL inside the running app otherwise (pos.console, pos.lock).
+    upbuf = None
+    if cfg.get("uplink"):
+        # The upload's body and answer, 18 KB in one piece: now, before the
+        # journal, the console and the caches have cut the heap up.
+        from pos.uplink import BUF_SIZE
+        upbuf = bytearray(BUF_SIZE)
     # The trusted clock (pos.clock): the acquirer's signed time, held up by
     # what the terminal wrote; never the RTC, which restarts at 2000.
     from pos.clock import Clock
@@ -277,18 +284,11 @@ async def run(wire, log=print):
         log("CAPACITY %d records of wallets the table had no room for" % replay.full)
     clock.note_record(replay.newest)
     risk = dict(cfg.get("risk") or {})
-    store = _bundle_store(cfg, fsdir, log)
-    if store is not None:
-        held = store.load()
-        if held is not None:
-            # The acquirer's newer word on keys, deny list and risk.
-            verifier.set_policy(rules.Policy.from_config(held.policy_config()))
-            risk.update(held.risk)
-            log("BUNDLE version %d" % held.version)
-        held = None
-        if tick:
-            tick()
-        sig.warm("ES256", store.key, True)  # every bundle's signature: verify it warm
+    store = _bundle_store(cfg, fsdir, verifier, risk, log)
+    # The policy holds the issuers and the deny list now, as bytes; their JSON
+    # form (up to 1024 deny entries) would only take heap.
+    cfg.pop("issuers", None)
+    cfg.pop("deny", None)
     for iss in policy.issuers.values():
         if iss.alg == token.ALG_ES256:
             if tick:
@@ -330,6 +330,7 @@ async def run(wire, log=print):
     console.hooks["journal"] = journal
     if wdt is not None:
         asyncio.create_task(_feed(wdt))
+    gc.collect()
     up = _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, upbuf)
     upbuf = None
     if up is not None:
@@ -347,9 +348,9 @@ async def run(wire, log=print):
     await board.till.start(handler)
     _show(board.feedback, "off", "READY" if clock.is_set() else "CLOCK NOT SET", log)
     gc.collect()
-    log("READY terminal=%s pn532=%d.%d records=%d pending=%d heap_free=%d clock=%s" % (
+    log("READY terminal=%s pn532=%d.%d records=%d pending=%d heap_free=%d clock=%s p256=%s" % (
         cfg["terminal_id"], fw[1], fw[2], n, journal.pending(), gc.mem_free(),
-        clock.now() if clock.is_set() else "unset"))
+        clock.now() if clock.is_set() else "unset", backend))
     while True:
         if term.state == "idle":
             try:
@@ -360,14 +361,23 @@ async def run(wire, log=print):
         await asyncio.sleep_ms(1000)
 
 
-def _bundle_store(cfg, fsdir, log):
-    # The acquirer's update bundle, if provisioning pinned its key.
+def _bundle_store(cfg, fsdir, verifier, risk, log):
+    # The acquirer's update bundle, if provisioning pinned its key; the one
+    # held is applied now. (A plain function, not in run()'s frame: what the
+    # bundle's parse leaves behind is garbage once it returns.)
     key = cfg.get("update_key")
     if not key:
         return None
     from pos.bundle import Store
-    return Store(fsdir, bytes.fromhex(key), cfg["terminal_id"],
-                 validate=lambda b: rules.Policy.from_config(b.policy_config()), log=log)
+    store = Store(fsdir, bytes.fromhex(key), cfg["terminal_id"],
+                  validate=lambda b: rules.Policy.from_config(b.policy_config()), log=log)
+    held = store.load()
+    if held is not None:
+        # The acquirer's newer word on keys, deny list and risk.
+        verifier.set_policy(rules.Policy.from_config(held.policy_config()))
+        risk.update(held.risk)
+        log("BUNDLE version %d" % held.version)
+    return store
 
 
 def sync(verifier, journal, upto):
@@ -420,7 +430,10 @@ def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf):
         return None
 
 
-def main(wire):
+def main(wire, p256="native"):
     """Run the terminal. `wire` is the board's wire() (called once the firmware's
-    own buffers are allocated) or an already wired board object."""
-    return asyncio.run(run(wire))
+    own buffers are allocated) or an already wired board object. `p256`: the
+    board's choice of field arithmetic for signature checks, "native" (viper,
+    about 3x faster on the ESP32 estimate) or "mpz"; a port that cannot run
+    the native engine stays on mpz (pos.p256.use)."""
+    return asyncio.run(run(wire, p256=p256))

@@ -49,7 +49,7 @@ from pos import apdulog
 
 _LINE_MAX = const(200)
 _CODE_MAX = const(16384)
-_RING_BYTES = const(4096)  # event log kept (the newest lines that fit)
+_RING_BYTES = const(2048)  # event log kept (the newest lines that fit)
 _RING_LINE = const(160)   # bytes of each kept
 _SESSION_MS = const(30000)
 _BURST = const(512)       # bytes taken per wake-up before other tasks run again

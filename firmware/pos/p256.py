@@ -34,7 +34,7 @@ _SQRT_EXP = (_P + 1) // 4  # p = 3 mod 4, so sqrt(c) = c^((p+1)/4)
 _C = const(8)  # chunks per scalar (must match p256_gtab.C)
 _L = const(32)  # bits per chunk (must match p256_gtab.L)
 Q_WINDOW = const(4)  # wNAF width for Q: 2^(Q_WINDOW-2) odd multiples per chunk
-CACHE_KEYS = const(8)  # keys whose tables are kept (2 KB each)
+CACHE_KEYS = const(4)  # keys whose tables are kept (2 KB each; the 128 KB data heap holds 4 beside the uplink)
 
 # Schedule entries are small ints: step << 14 | negate << 13 | table << 9 | index,
 # table 0 = Q's (all chunks), 1 + k = G's chunk k.

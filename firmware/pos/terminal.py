@@ -71,7 +71,7 @@ class Terminal:
         self.uplink = None    # pos.uplink.Uplink, told when a charge starts
         self._stale = False   # the display says the clock or sync is missing
         self.timing = {}
-        self.apdulog = ApduLog(4096)  # the recent exchanges, for `offpay logs` / replay
+        self.apdulog = ApduLog(2048)  # the recent exchanges (about two taps), for `offpay logs` / replay
         self.nfc_baud = None  # HSU line rate after start-up, if the board raised it
         # An emulated board's counters: (us in emulated hardware, flash
         # counters...); logged per phase so the tap bench can tell firmware

@@ -88,6 +88,9 @@ def test_offline_backlog_uploads_and_updates_come_back(tmp_path, issuer):
         assert pay(t1, till1, denied, 500, "A2") == "RESULT A2 APPROVED 2"
         assert pay(t1, till1, original, 700, "A3") == "RESULT A3 APPROVED 3"
         assert pay(t2, till2, clone, 700, "B1") == "RESULT B1 APPROVED 1"
+        limited = ws.Phone(issuer, offline_limit=1000)
+        assert pay(t2, till2, limited, 800, "B2") == "RESULT B2 APPROVED 2"
+        assert pay(t2, till2, limited, 500, "B3") == "RESULT B3 DECLINED OVER_OFFLINE_LIMIT"
         assert till1.call("STATUS") == "STATUS idle 3 down"
         # The link comes back: the backlog goes, the journal is acknowledged.
         t1.set_link(True)
@@ -96,14 +99,18 @@ def test_offline_backlog_uploads_and_updates_come_back(tmp_path, issuer):
         wait_status(till2, "STATUS idle 0 up")
         assert t1.wait_for("SYNC acknowledged up to 3")
         assert t1.wait_for("UPLINK bundle version 2")
+        # Synced: the offline limit counts again from here.
+        assert pay(t2, till2, limited, 500, "B4") == "RESULT B4 APPROVED 3"
         # The acquirer's deny list is in force at once: no reboot.
         assert pay(t1, till1, denied, 500, "A4") == "RESULT A4 DECLINED DENY_LISTED"
         assert pay(t1, till1, ws.Phone(issuer), 300, "A5") == "RESULT A5 APPROVED 4"
         wait_status(till1, "STATUS idle 0 up")
+        wait_status(till2, "STATUS idle 0 up")
         rows = {(r["terminal_id"], r["record_id"]): r for r in ledger(db)}
         assert set(rows) == {(t1.config["terminal_id"], 1), (t1.config["terminal_id"], 2),
                              (t1.config["terminal_id"], 3), (t1.config["terminal_id"], 4),
-                             (t2.config["terminal_id"], 1)}, rows
+                             (t2.config["terminal_id"], 1), (t2.config["terminal_id"], 2),
+                             (t2.config["terminal_id"], 3)}, rows
         assert rows[(t1.config["terminal_id"], 1)]["status"] == "ok"
         assert rows[(t1.config["terminal_id"], 1)]["amount"] == 1250
         # Paid before the terminal knew: the acquirer flags it.

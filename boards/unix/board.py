@@ -56,6 +56,12 @@ def wire():
         # not 5 s, and a failed one is retried within seconds.
         b.uplink_opts = {"quiet_ms": 300, "poll_ms": 100, "backoff_ms": (200, 2000),
                          "interval_ms": 2000}
+    if os.getenv("POS_UPLINK_OPTS"):
+        # The fault campaign (tests/fault_campaign.py): a test's own uplink
+        # settings, JSON, e.g. {"io_ms": 1000}, so a stalled link times out
+        # in a second, not in 15.
+        import json
+        b.uplink_opts = dict(getattr(b, "uplink_opts", {}), **json.loads(os.getenv("POS_UPLINK_OPTS")))
     wdt_ms = os.getenv("POS_WDT_MS")
     b.wdt = WDT(int(wdt_ms)) if wdt_ms else None
     dev = flash.device

@@ -13,6 +13,7 @@ from `offpay emulate`). Two protocols run on it (firmware/pos/console.py):
 Every failure is a DeviceError whose message names the problem: no such
 port, a locked terminal, a device that stopped answering.
 """
+import errno
 import hashlib
 import time
 
@@ -29,6 +30,11 @@ PATHS = {
 
 class DeviceError(Exception):
     pass
+
+
+_REFUSALS = {errno.ENOSPC: "its file system is full", errno.ENOENT: "no such directory",
+             errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
+             errno.EISDIR: "a directory is in the way", errno.ENOTDIR: "a file is in the way"}
 
 
 def _open_error(port, e):
@@ -161,7 +167,13 @@ class Session:
         try:
             self.t.fs_writefile(path, data, chunk_size=self.chunk,
                                 progress_callback=(lambda n, total: progress(n)) if progress else None)
-        except (TransportError, TransportExecError, serial.SerialException, OSError) as e:
+        except OSError as e:
+            if not isinstance(e, serial.SerialException) and e.errno in _REFUSALS:
+                # The device answered: its file system said no (mpremote
+                # passes the device's OSError on).
+                raise DeviceError("%s refused writing %s: %s" % (self.port, path, _REFUSALS[e.errno]))
+            raise DeviceError("%s stopped answering while writing %s (%s)" % (self.port, path, e))
+        except (TransportError, TransportExecError) as e:
             raise DeviceError("%s stopped answering while writing %s (%s)" % (self.port, path, e))
 
     def put(self, path, data, progress=None):
@@ -169,7 +181,14 @@ class Session:
         and compared by SHA-256, then renamed over it. On any failure the old
         file is still there, untouched."""
         tmp = path + ".new"
-        self.write(tmp, data, progress)
+        try:
+            self.write(tmp, data, progress)
+        except DeviceError:
+            try:  # what was written of it: gone, if the device still answers
+                self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % tmp)
+            except DeviceError:
+                pass
+            raise
         want = hashlib.sha256(data).hexdigest()
         got = self.sha256(tmp)
         if got != want:

@@ -226,7 +226,8 @@ def copy_firmware(port, board, out=print, reset=True):
             if s.board == "esp32":
                 s.t.exec_raw_no_follow("import machine\nmachine.reset()")
             else:
-                s.t.exec_raw_no_follow("raise SystemExit")  # the emulator restarts the process
+                # The emulated board's reset (pos.service.RESET_EXIT): offpay emulate boots it again.
+                s.t.exec_raw_no_follow("raise SystemExit(80)")
     return len(todo), len(files)
 
 

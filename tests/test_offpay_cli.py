@@ -104,7 +104,20 @@ def _stop_app(port):
         s.t.exec_raw_no_follow("raise SystemExit")
 
 
-def test_technician_flow_on_the_virtual_terminal(tmp_path):
+def _tiny_build(d):
+    # A build of three small files: the copy through mpremote without
+    # filling the emulated chip's 256 KB littlefs (the unix build is 168 KB).
+    import hashlib
+    files = {"pos/a.mpy": b"M" * 700, "pos/b.mpy": b"N" * 3000, "main.py": b"# main\n"}
+    for rel, data in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    (d / "manifest.json").write_text(json.dumps({"board": "unix", "version": "t1", "files": {
+        rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}}))
+    return d
+
+
+def test_technician_flow_on_the_virtual_terminal(tmp_path, monkeypatch):
     """Issue 11 end to end through real mpremote: a fresh board provisioned;
     a refused config keeps the old; a re-provisioning taken without a
     reboot; lock; a locked console; unlock; logs of a full journal pulled
@@ -129,13 +142,29 @@ def test_technician_flow_on_the_virtual_terminal(tmp_path):
         # A fresh board holds its console open: it can be provisioned.
         assert vt.wait_console() == {"mode": "test", "lock": "open", "terminal": "0" * 16,
                                      "state": "not-provisioned"}
+        # offpay flash's copy: every file through mpremote, each verified by
+        # SHA-256, then a reset; the second time only what changed.
+        from host_tools import flash
+        built = _tiny_build(tmp_path / "build")
+        monkeypatch.setattr(flash, "build", lambda board: built)
+        said = []
+        assert flash.copy_firmware(vt.port, "unix", out=said.append) == (3, 3)
+        vt.wait_console()
+        assert vt.boots == 2 and said == ["firmware t1: 3 files copied, 3 verified by SHA-256"]
+        (tmp_path / "build" / "pos" / "b.mpy").write_bytes(b"O" * 3000)
+        man = json.loads((tmp_path / "build" / "manifest.json").read_text())
+        man["files"]["pos/b.mpy"] = __import__("hashlib").sha256(b"O" * 3000).hexdigest()
+        (tmp_path / "build" / "manifest.json").write_text(json.dumps(man))
+        assert flash.copy_firmware(vt.port, "unix", out=said.append) == (1, 3)
+        r = mpremote(vt.port, "exec", "print(open('/flash/lib/pos/b.mpy').read(3))")
+        assert r.stdout.strip() == "OOO" and vt.boots == 3, r.stdout + r.stderr
         base = ["--terminal-id", tid, "--merchant-id", "MARKET-7", "--currency", "978",
                 "--issuer", str(tmp_path / "iss.json")]
         r = offpay("provision", "--port", vt.port, *base)
         assert r.returncode == 0, r.stderr
         assert "the terminal restarts with the new config" in r.stdout and "terminal clock: " in r.stdout
         assert device.status(vt.port) == {"mode": "test", "lock": "open", "terminal": tid, "state": "running"}
-        assert vt.boots == 2
+        assert vt.boots == 4
         # A config the terminal refuses: named, and the terminal keeps its old one.
         bad = iss.config()
         bad["key"] = bad["key"][:-2] + ("00" if bad["key"][-2:] != "00" else "01")
@@ -145,7 +174,7 @@ def test_technician_flow_on_the_virtual_terminal(tmp_path):
         # Re-provisioning with a technician key: the running app takes it.
         r = offpay("provision", "--port", vt.port, *base, "--technician-key", str(tmp_path / "tech.pem"))
         assert r.returncode == 0 and "running terminal took the new config" in r.stdout, r.stderr
-        assert vt.boots == 2  # no reboot
+        assert vt.boots == 4  # no reboot
         r = mpremote(vt.port, "exec", "import json; print(json.load(open('/flash/config.json'))['technician_key'][:4])")
         assert r.returncode == 0 and r.stdout.strip() == "04" + provision.ec_public_hex(
             str(tmp_path / "tech.pem"), "k", True)[2:4]
@@ -169,7 +198,7 @@ def test_technician_flow_on_the_virtual_terminal(tmp_path):
         assert lines[-1]["type"] == "summary" and lines[-1]["terminal"] == tid
         assert lines[-1]["payments"] == stored > 400, lines[-1]
         assert any(l["type"] == "event" and l["line"].startswith("READY") for l in lines)
-        assert vt.boots == 2, "the watchdog reset the terminal during the pull"
+        assert vt.boots == 4, "the watchdog reset the terminal during the pull"
         # (fill_journal repeats 4 wallets' taps: flagged duplicates, exit 1.)
         assert r.returncode == 1 and lines[-1]["flagged"] == stored - 4, r.stderr
         r = offpay("lock", "--port", vt.port)

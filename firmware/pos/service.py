@@ -73,16 +73,18 @@ async def hold(board, code, inp=None, out=None, retry_ms=_RETRY_MS):
 def after_app(code, reset, keepalive=None):
     """A board's main.py, once app.main has ended: `code` is what it returned
     (None when it raised). reset() reboots the board; keepalive(feed), if
-    given, keeps the watchdog fed under MicroPython's REPL. Returns only when
-    the REPL is to follow (a test-mode terminal whose app was stopped)."""
+    given, keeps the watchdog fed under MicroPython's REPL. Returns (or
+    raises the technician's SystemExit) only when the REPL is to follow: a
+    test-mode terminal whose app, or held console, was stopped."""
     b = console._board
+    stopped = None
     if code is not None and b is not None:
         asyncio.new_event_loop()  # the app's tasks (till, uplink, feeding) stay behind
         try:
             asyncio.run(hold(b, code))
-        except SystemExit:
-            code = None  # the technician stopped the console: as if they had stopped the app
-        if code is not None:
+        except SystemExit as e:
+            stopped = e  # the technician stopped the console: as if they had stopped the app
+        if stopped is None:
             reset()
             return
     con = console.current
@@ -92,3 +94,5 @@ def after_app(code, reset, keepalive=None):
     w = getattr(b, "wdt", None)
     if keepalive is not None and w is not None:
         keepalive(w.feed)
+    if stopped is not None:
+        raise stopped  # on to the REPL, with its exit status

@@ -253,3 +253,27 @@ def test_technician_flow_on_the_virtual_terminal(tmp_path, monkeypatch):
         time.sleep(0.5)
         r = mpremote(vt.port, "exec", "import sys; print('at the REPL', 'pos.console' in sys.modules)")
         assert "at the REPL False" in r.stdout and vt.at_repl, r.stdout + r.stderr
+
+
+def test_emulate_with_a_pn532_on_a_serial_line(tmp_path):
+    # `offpay emulate --pn532 DEVICE`: the firmware's HSU driver over a serial
+    # device (boards/unix/ttyuart.py) instead of the simulator's TCP port; here
+    # the simulator behind a pty stands in for a PN532 on a USB-UART adapter.
+    from host_tools.emulate import VirtualTerminal
+    from host_tools.emulator import Till
+    from host_tools.pn532_sim import PN532Sim
+    r = offpay("emulate", "--pn532", "/dev/ttyNOPE9")
+    assert r.returncode == 1 and "no serial device /dev/ttyNOPE9" in r.stderr
+    iss = ws.Issuer(alg="ES256")
+    (tmp_path / "cfg.json").write_text(json.dumps({
+        "terminal_id": "5445524d30303031", "merchant_id": "M", "currency": 978, "removal_ms": 300,
+        "issuers": [iss.config()]}))
+    with PN532Sim(pty=True) as sim, VirtualTerminal(tmp_path / "vt", pn532=sim.pty_path) as vt:
+        r = offpay("provision", "--port", vt.port, "--config", str(tmp_path / "cfg.json"))
+        assert r.returncode == 0, r.stderr
+        till = Till(vt.till_port)
+        till.send("CHARGE 250 978 T1")
+        sim.add_phone(ws.Phone(iss))
+        assert till.read() == "RESULT T1 APPROVED 1"
+        till.close()
+        assert sim.stats["apdus"] >= 2  # SELECT and AUTHORIZE went over the pty

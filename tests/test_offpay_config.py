@@ -90,3 +90,39 @@ def test_firmware_parser_refuses_each_bad_config_and_takes_good_ones(tmp_path):
     for ok, what, mode in verdicts[len(names):len(names) + len(good)]:
         assert ok, what
     assert verdicts[-1][0] is False and "JSON" in verdicts[-1][1]
+
+
+def test_tls_identity_made_with_the_test_ca_or_imported_and_checked(tmp_path, capsys):
+    # provision's host-only checks: a certificate chaining to the CA, its key,
+    # its CN the terminal id, no test identity in production.
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    from host_tools import pki
+    pki.init(tmp_path / "pki")
+    (tmp_path / "iss.json").write_text(json.dumps(ISS.config()))
+    base = ["--terminal-id", GOOD["terminal_id"], "--merchant-id", "M", "--currency", "978",
+            "--issuer", str(tmp_path / "iss.json"), "--update-key", str(tmp_path / "pki" / "update-key.pem"),
+            "--url", "https://receiver.example:8443/v1/upload"]
+    out = tmp_path / "c.json"
+    assert provision.main(base + ["--tls-test-ca", str(tmp_path / "pki"), "--out", str(out)]) == 0
+    up = json.loads(out.read_text())["uplink"]
+    cert = x509.load_pem_x509_certificate(up["cert"].encode())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == GOOD["terminal_id"]
+    assert up["test"] is True and "PRIVATE KEY" in up["key"] and up["ca"].startswith("-----BEGIN CERTIFICATE")
+    # Production refuses a test identity.
+    capsys.readouterr()
+    assert provision.main(base + ["--tls-test-ca", str(tmp_path / "pki"), "--mode", "production",
+                                  "--technician-key", TECH_HEX, "--out", str(out)]) == 1
+    assert "refuses a test CA" in capsys.readouterr().err
+    # Imported: the pair offpay pki made for this terminal passes; another
+    # terminal's certificate, or a key that is not the certificate's, does not.
+    ca = pki.load_ca(tmp_path / "pki")
+    mine = pki.terminal_cert(ca, tmp_path / "t1", GOOD["terminal_id"]).files
+    other = pki.terminal_cert(ca, tmp_path / "t2", "5445524d30303032").files
+    imp = base + ["--ca", str(tmp_path / "pki" / "ca.pem"), "--out", str(out)]
+    assert provision.main(imp + ["--tls-cert", str(mine["cert_pem"]), "--tls-key", str(mine["key_pem"])]) == 0
+    capsys.readouterr()
+    assert provision.main(imp + ["--tls-cert", str(other["cert_pem"]), "--tls-key", str(other["key_pem"])]) == 1
+    assert "CN is ['5445524d30303032'], not the terminal id" in capsys.readouterr().err
+    assert provision.main(imp + ["--tls-cert", str(mine["cert_pem"]), "--tls-key", str(other["key_pem"])]) == 1
+    assert "does not belong to the certificate" in capsys.readouterr().err

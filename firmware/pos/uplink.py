@@ -138,7 +138,11 @@ class Uplink:
             self._ca, self._cert, self._key = [tls.pem_der(up.get(k)) for k in ("ca", "cert", "key")]
         except ValueError as e:
             raise UplinkError("config: %s" % (e.args[0],))
-        self._context()  # a bad certificate or key fails here, at boot, not at the first sync
+        # Made once, at boot: a bad certificate or key fails here, not at the
+        # first sync, and an exchange never needs the context's 3 KB in one
+        # piece from a heap the day's taps have cut up (nor parses the
+        # certificates again).
+        self._ctx = self._context()
         for der in (self._ca, self._cert):
             clock.hint(tls.not_before(der))
         self.journal, self.store, self.clock = journal, store, clock
@@ -395,7 +399,7 @@ class Uplink:
         await self._wait(s, tls.POLLOUT, time.ticks_add(time.ticks_ms(), self.connect_ms))
         await self._gate()
         self._paced = tls.Paced(s, self.pace)
-        self._ss = self._context().wrap_socket(self._paced, server_hostname=self.host,
+        self._ss = self._ctx.wrap_socket(self._paced, server_hostname=self.host,
                                                do_handshake_on_connect=False)
         self._raw = None  # closed with the TLS socket from now on
 

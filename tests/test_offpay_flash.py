@@ -77,3 +77,21 @@ def test_no_chip_and_a_chip_that_stops_answering():
     with FakeESP32(silent_after=2) as chip:
         with pytest.raises(flash.FlashError, match="stopped answering|esptool"):
             flash.write_image(chip.port, _image(), stub=False, connect_mode="no-reset")
+
+
+def test_build_writes_a_manifest_of_every_file_and_its_hash(tmp_path):
+    # offpay build --board esp32: xtensawin .mpy of every firmware and board
+    # module (boards/modules.json, the one list), main.py as source, hashes.
+    import hashlib
+    import json
+    from host_tools.build import build, load_manifest, sources
+    out = build("esp32", tmp_path / "b")
+    m = load_manifest(out)
+    assert m["board"] == "esp32" and m["arch"] == "xtensawin" and m["version"]
+    want = {("main.py" if rel.name == "main.py" else rel.with_suffix(".mpy").as_posix())
+            for _, rel in sources("esp32")}
+    assert set(m["files"]) == want and {"pos/service.mpy", "pos/console.mpy", "board.mpy"} <= want
+    for rel, digest in m["files"].items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest, rel
+    assert (out / "pos" / "app.mpy").read_bytes()[:2] == b"M\x06"  # .mpy version 6
+    assert json.loads((out / "manifest.json").read_text()) == m

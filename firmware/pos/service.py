@@ -67,7 +67,7 @@ async def hold(board, code, inp=None, out=None, retry_ms=_RETRY_MS):
         if code != NOT_PROVISIONED and time.ticks_diff(now, con.last_rx) >= retry_ms:
             con.log("SERVICE rebooting to retry")
             return
-        await asyncio.sleep_ms(100)
+        await asyncio.sleep_ms(50)  # fed well within an emulated watchdog scaled to the ESP32 (80 ms)
 
 
 def after_app(code, reset, keepalive=None):

@@ -258,6 +258,7 @@ async def run(wire, log=print, p256="native"):
     fsdir = board.config_path.rsplit("/", 1)[0]
     clock = Clock(fsdir, log)
     clock.load()
+    console.hooks["clock"] = clock  # `offpay provision` gives a running terminal its time
     con = console.attach(cfg, clock.now)
     log = con.log
     clock.log = log

@@ -4,7 +4,9 @@
 #   ROW <name>|<median virtual us>|<median virtual us inside the C-bound part>|<samples>
 # where the C-bound part is the time spent in the native field engine (the
 # viper functions of pos.p256_viper) and in RSA verification (pos.rsa.verify_digest: 17
-# big-int modular multiplications, nothing else).
+# big-int modular multiplications, nothing else); and for part "tap", TAPHEAP
+# (heap free before the first tap, the probe's us per phase), a TAP line per tap
+# and TAPLOG lines for anything the terminal logged (see tap()).
 import gc
 import time
 
@@ -284,6 +286,32 @@ def boot():
         instrument(False)
     n = n[0] if isinstance(n, tuple) else n
     row("boot, full journal (%d records, %d blocks)" % (n, dev.blocks), res[0], res[1], 1)
+
+
+def tap():
+    # Whole taps through pos.terminal.Terminal.charge() (bench/esp32/mp/tap_session.py),
+    # replaying the session run.py recorded against the PN532 simulator: a
+    # plain pass (totals), then an instrumented one (engine time), each with a
+    # fresh terminal, as its own process starts after boot.
+    import tap_session
+    pool = bytearray(tap_session.POOL_BLOCKS * 4096)  # the journal's flash, first: run.py adds it to the heap
+    import json
+    with open(D + "tap_plan.txt") as f:
+        plan = f.read().split()
+    with open(D + "tap_policy.json") as f:
+        pol = json.loads(f.read())
+    res = []
+    for instrumented in (False, True):
+        instrument(instrumented)
+        res.append(tap_session.session(tap_session.ReplayUART(D + "tap.bin"), plan, pol, pool,
+                                       _in_engine if instrumented else None))
+        instrument(False)
+    (plain, free, cost), (inst, _, _) = res
+    print("TAPHEAP", free, cost)
+    for i, (a, b) in enumerate(zip(plain, inst)):
+        # i|kind|whole-tap firmware us|of which engine|phases (firmware us)|persist flash|byref
+        print("TAP %d|%s|%d|%d|%s|%s|%s" % (i, a[0], a[2], min(a[2], b[3]), ",".join(str(x) for x in a[4]),
+                                          a[5], a[6]))
 
 
 print("BACKEND", BACKEND, "heap_free", gc.mem_free())

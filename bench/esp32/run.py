@@ -313,14 +313,11 @@ def parse_taps(out, plan, model):
             sys.exit("tap session: tap %d is %s, planned %s" % (i, kind, plan[i]))
         if kind.startswith("warm"):
             continue
-        whole, inside = int(whole), int(inside)
-        lo, hi = fw_ms(whole, inside)
         m = model[i]
-        sim = [m.get(p, 0.0) / 1000 for p in ("activation", "select", "authorize", "reader")]
-        fl = flash_us(flash) / 1000
         taps.setdefault(kind, []).append(dict(
-            whole=whole, inside=inside, lo=lo, hi=hi, sim=sim, flash=fl, byref=byref,
-            phases=[int(x) for x in phases.split(",")], tot_lo=lo + sum(sim) + fl, tot_hi=hi + sum(sim) + fl))
+            whole=int(whole), inside=int(inside), byref=byref, phases=[int(x) for x in phases.split(",")],
+            sim=[m.get(p, 0.0) / 1000 for p in ("activation", "select", "authorize", "reader")],
+            flash=flash_us(flash) / 1000))
     want = {"first": "sent", "returning": "", "byref": "held"}
     for kind, ts in taps.items():
         if any(t["byref"] != want[kind] for t in ts):
@@ -355,10 +352,13 @@ def tap_report(out, taps, heap):
     for kind, label in TAP_KINDS:
         if kind not in taps:
             continue
-        sim = sum(med(kind, "sim", k) for k in range(4))
-        lo, hi = med(kind, "tot_lo"), med(kind, "tot_hi")
+        # The medians of each column, so that the columns add up (and the
+        # firmware column is the operations table's row).
+        sim = median(sum(t["sim"]) for t in taps[kind])
+        flo, fhi = fw_ms(med(kind, "whole"), med(kind, "inside"))
+        lo, hi = flo + sim + med(kind, "flash"), fhi + sim + med(kind, "flash")
         print("| %s | %d | %d | %.0f-%.0f | %.1f | %.1f | **%.0f-%.0f ms** | %s |" % (
-            label, med(kind, "whole"), med(kind, "inside"), med(kind, "lo"), med(kind, "hi"), sim,
+            label, med(kind, "whole"), med(kind, "inside"), flo, fhi, sim,
             med(kind, "flash"), lo, hi, verdict(lo, hi, TAP_GOALS[kind])))
     print("\nBy phase, medians: firmware virtual us / modelled ms (reader+radio+phone from the "
           "simulator; persist: the NOR model)\n")

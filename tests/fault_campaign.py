@@ -138,6 +138,7 @@ class Campaign:
         s["uplink_memory_failures"] = len(mem)
         s["uplink_memory_failures_with_a_connection_open"] = sum(1 for k in mem if k)
         s["boot_crashes"] = [c for t in self.terminals for c in t.boot_crashes]
+        s["boots_retried_for_a_taken_till_port"] = sum(t.port_races for t in self.terminals)
         s["duration_s"] = round(getattr(self, "duration", 0), 1)
         return s
 
@@ -172,7 +173,9 @@ class Campaign:
                     return
                 self._session(term, proxy, rng, i)
         except BaseException as e:  # noqa: BLE001 -- re-raised by run() in the main thread
-            e.add_note("terminal %s, session %d (seed %s)" % (term.tid, i, self.seed))
+            e.add_note("terminal %s, session %d (seed %s); its last sessions (index, fault, power cut, outcome, "
+                       "cursor before, after, receiver fault lines left):\n  %s" % (
+                           term.tid, i, self.seed, "\n  ".join(repr(h) for h in term.history[-6:])))
             self.errors.append(e)
             self._stop.set()
 
@@ -224,6 +227,7 @@ class Campaign:
             # The terminal ran short of heap first (EmuTerminal.exchange); the
             # fault met that attempt or this one: not counted, not judged.
             st.add(outcomes="masked by a memory failure")
+            term.history.append((i, kind, fault, where, outcome, before, term.cursor, left))
             ack = self.receiver_ack(term.tid)
             assert term.cursor <= ack, "terminal %s trimmed past the receiver's ack %d" % (term.tid, ack)
             return
@@ -236,6 +240,7 @@ class Campaign:
         if applied:
             st.add(applied=kind)
         st.add(outcomes=outcome.split(":")[0])
+        term.history.append((i, kind, fault, where, outcome, before, term.cursor, left))
         self._check_session(term, kind, applied, outcome, before, where)
 
     def _check_session(self, term, kind, applied, outcome, before, where):
@@ -260,7 +265,10 @@ class Campaign:
                 raise AssertionError("terminal %s: %d records still pending after the drain" % (term.tid, term.pending))
             term.exchange(None)
         # The last exchange: every record acknowledged, and the receiver agrees.
-        assert term.cursor == self.receiver_ack(term.tid)
+        term.settle()
+        ack = self.receiver_ack(term.tid)
+        assert term.cursor == ack, "terminal %s drained: its cursor %d, the receiver's ack %d; last sessions:\n  %s" % (
+            term.tid, term.cursor, ack, "\n  ".join(repr(h) for h in term.history[-6:]))
 
     def check_ledger(self):
         """The receiver holds exactly the approved payments, each once, none flagged."""
@@ -313,6 +321,8 @@ class CpyTerminal:
         self._conn = None
         self.memory_failures = []
         self.boot_crashes = []
+        self.port_races = 0
+        self.history = []
 
     @property
     def cursor(self):
@@ -416,7 +426,9 @@ class EmuTerminal:
         self.cursor = 0          # what the terminal trimmed to, from its log
         self.trims = []          # (line index, rid): every SYNC line
         self.memory_failures = []  # per "UPLINK failed: memory": connections opened in that session so far
+        self.history = []          # per session, for the failure message
         self.boot_crashes = []     # the last line of each boot that did not reach READY
+        self.port_races = 0        # boots that found their till port taken (see _start)
         self.emu = Emulator(workdir, cfg, heap=self.heap, env=self.ENV)
         self.emu.provision()
         self._start()
@@ -431,7 +443,14 @@ class EmuTerminal:
                 self.emu.start()
                 break
             except RuntimeError as e:
-                self.boot_crashes.append(str(e).splitlines()[-1])
+                last = str(e).splitlines()[-1]
+                if "EADDRINUSE" in last:
+                    # The emulator's till port, picked free by host_tools.emulator
+                    # and taken meanwhile by one of the campaign's many outgoing
+                    # connections: the test bench's race, not the terminal's.
+                    self.port_races += 1
+                else:
+                    self.boot_crashes.append(last)
                 if attempt == 9:
                     raise
                 self.emu = self._Emulator(self.workdir, self.cfg, heap=self.heap, env=self.ENV)
@@ -440,8 +459,18 @@ class EmuTerminal:
         self.trims = []  # line indices are this process's
 
     def settle(self):
-        """Take in what the terminal logged since the last exchange's end
-        (e.g. a retry that ran while the link was still up)."""
+        """Wait for an exchange the terminal started before the link went
+        down (e.g. a retry while a charge held the campaign) to end, and take
+        in what it logged, so that it cannot meet the next session's fault."""
+        time.sleep(0.03)  # an exchange that saw the link up has connected by now
+        deadline = time.monotonic() + self.timeout
+        while True:
+            busy = self.proxy.open_connections()
+            if not busy:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("terminal %s: a connection stayed open: %r" % (self.tid, busy))
+            time.sleep(0.01)
         self._scan()
 
     def _scan(self, upto=None):

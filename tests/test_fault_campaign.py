@@ -8,7 +8,9 @@ alternating between them. tests/fault_campaign.py has the machinery.
 
 POS_CAMPAIGN_SEED=N replays a campaign (each terminal's sessions are drawn
 from the seed; the interleaving of terminals is not), POS_CAMPAIGN_SESSIONS
-changes its length."""
+changes its length, POS_CAMPAIGN_TERMINALS the number of terminals (1: one
+terminal's sessions alone, the closest to a replay), POS_CAMPAIGN_HEAP the
+terminals' data heap (default: the 128 KB the demo and the tests give)."""
 import concurrent.futures
 import os
 import random
@@ -23,7 +25,7 @@ from host_tools.receiver import storage, testing
 
 NOW = int(time.time())
 SESSIONS = int(os.environ.get("POS_CAMPAIGN_SESSIONS", "1000"))
-TERMINALS = 12
+TERMINALS = int(os.environ.get("POS_CAMPAIGN_TERMINALS", "12"))
 HEAP = os.environ.get("POS_CAMPAIGN_HEAP")  # None: the demo's and the tests' 128 KB data heap
 
 

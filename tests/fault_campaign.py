@@ -139,6 +139,7 @@ class Campaign:
         s["uplink_memory_failures_with_a_connection_open"] = sum(1 for k in mem if k)
         s["boot_crashes"] = [c for t in self.terminals for c in t.boot_crashes]
         s["boots_retried_for_a_taken_till_port"] = sum(t.port_races for t in self.terminals)
+        s["boots_retried_for_a_starved_reader_simulator"] = sum(t.reader_starved for t in self.terminals)
         s["duration_s"] = round(getattr(self, "duration", 0), 1)
         return s
 
@@ -322,6 +323,7 @@ class CpyTerminal:
         self.memory_failures = []
         self.boot_crashes = []
         self.port_races = 0
+        self.reader_starved = 0
         self.history = []
 
     @property
@@ -429,6 +431,7 @@ class EmuTerminal:
         self.history = []          # per session, for the failure message
         self.boot_crashes = []     # the last line of each boot that did not reach READY
         self.port_races = 0        # boots that found their till port taken (see _start)
+        self.reader_starved = 0    # boots whose simulated reader did not answer (see _start)
         self.emu = Emulator(workdir, cfg, heap=self.heap, env=self.ENV)
         self.emu.provision()
         self._start()
@@ -449,6 +452,11 @@ class EmuTerminal:
                     # and taken meanwhile by one of the campaign's many outgoing
                     # connections: the test bench's race, not the terminal's.
                     self.port_races += 1
+                elif "READER start failed" in str(e) and "code 3" in last:
+                    # The PN532 simulator (a thread of this process, beside a
+                    # dozen others) did not answer the boot's retries in time:
+                    # the terminal did what it should (READER FAULT).
+                    self.reader_starved += 1
                 else:
                     self.boot_crashes.append(last)
                 if attempt == 9:

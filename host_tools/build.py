@@ -101,23 +101,29 @@ def build(board="unix", out=None, progress=None):
         dst = out / (rel if entry else rel.with_suffix(".mpy"))
         dst.parent.mkdir(parents=True, exist_ok=True)
         if stale or not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+            # Written under a temporary name, then renamed: a terminal (or a
+            # second build) reading the directory meanwhile sees the old file
+            # or the new one, never half of one.
+            tmp = dst.with_name(dst.name + ".tmp-%d" % os.getpid())
             if entry:
-                shutil.copy2(src, dst)
+                shutil.copy2(src, tmp)
             else:
-                cmd = [mpy_cross(), "-o", str(dst), "-s", str(rel)]
+                cmd = [mpy_cross(), "-o", str(tmp), "-s", str(rel)]
                 if arch:
                     cmd.insert(1, "-march=" + arch)
                 cmd.append(str(src))
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode:
                     raise BuildError("mpy-cross failed on %s:\n%s" % (src, r.stderr))
+            os.replace(tmp, dst)
         files[dst.relative_to(out).as_posix()] = sha256(dst)
         if progress:
             progress(i, len(items))
     # Outputs of modules that no longer exist would be copied to a device and
     # imported there: remove them.
     for p in out.rglob("*"):
-        if p.is_file() and p.name != "manifest.json" and p.relative_to(out).as_posix() not in files:
+        if p.is_file() and p.name != "manifest.json" and ".tmp-" not in p.name \
+                and p.relative_to(out).as_posix() not in files:
             p.unlink()
     manifest = {"board": board, "version": version(), "arch": arch, "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

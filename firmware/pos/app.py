@@ -252,6 +252,9 @@ async def run(wire, log=print, p256="native"):
         # journal, the console and the caches have cut the heap up.
         from pos.uplink import BUF_SIZE
         upbuf = bytearray(BUF_SIZE)
+        # And room for the TLS context (3 KB in one piece), kept free until
+        # the uplink is made at the end of boot.
+        tls_room = bytearray(4096)
     # The trusted clock (pos.clock): the acquirer's signed time, held up by
     # what the terminal wrote; never the RTC, which restarts at 2000.
     from pos.clock import Clock
@@ -331,6 +334,7 @@ async def run(wire, log=print, p256="native"):
     console.hooks["journal"] = journal
     if wdt is not None:
         asyncio.create_task(_feed(wdt))
+    tls_room = None
     gc.collect()
     up = _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, upbuf)
     upbuf = None
@@ -426,8 +430,9 @@ def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf):
                       set_rtc=getattr(board, "set_rtc", None), log=log,
                       on_memory=lambda: _shed(verifier, log), buf=buf,
                       **getattr(board, "uplink_opts", {}))
-    except UplinkError as e:
-        log("UPLINK cannot start: %s" % (e,))
+    except (UplinkError, MemoryError) as e:
+        # The terminal still takes payments offline; they wait in the journal.
+        log("UPLINK cannot start: %r" % (e,))
         return None
 
 

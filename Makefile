@@ -19,6 +19,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: setup
 	$(PY) -m pytest -q tests
 
+# The upload fault campaign with emulated terminals (2 x 1,000 sessions, ~3 min).
+campaign: setup
+	POS_CAMPAIGN=1 $(PY) -m pytest -q -s tests/test_fault_campaign.py
+
 bench: setup
 	$(PY) bench/run.py
 

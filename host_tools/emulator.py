@@ -276,6 +276,20 @@ class Emulator:
         """Take the terminal's Wi-Fi link down or bring it back."""
         self.wifi_file.write_text("up\n" if up else "down\n")
 
+    def pay(self, till, phone, amount, ref, keep=False, currency=978):
+        """One sale as a till and a customer make it: CHARGE, the phone comes
+        into the field, the RESULT line. Unless `keep` (the phone stays on the
+        reader), the phone leaves and this waits until the terminal has seen
+        the field empty (its "FIELD clear" line), as the next customer does."""
+        n = len(self.lines)
+        till.send("CHARGE %d %03d %s" % (amount, currency, ref))
+        self.sim.add_phone(phone)
+        line = till.read()
+        if not keep:
+            self.sim.remove_phone(phone)
+            self.wait_for("FIELD clear", n)
+        return line
+
     def wait_for(self, prefix, since=0, timeout=10.0):
         """The first log line after line `since` that starts with `prefix`,
         waiting for it up to `timeout` seconds; None if none came."""

@@ -41,14 +41,7 @@ def start(tmp_path, cfg, env=None, sim=None):
 
 
 def pay(emu, till, phone, amount, ref, keep=False):
-    n = len(emu.lines)
-    till.send("CHARGE %d 978 %s" % (amount, ref))
-    emu.sim.add_phone(phone)
-    line = till.read()
-    if not keep:
-        emu.sim.remove_phone(phone)
-        emu.wait_for("FIELD clear", n)
-    return line
+    return emu.pay(till, phone, amount, ref, keep)
 
 
 def timed(till, line):

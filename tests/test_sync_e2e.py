@@ -36,13 +36,7 @@ def terminal_config(rx, tid, issuer):
 
 
 def pay(emu, till, phone, amount, ref):
-    n = len(emu.lines)
-    till.send("CHARGE %d 978 %s" % (amount, ref))
-    emu.sim.add_phone(phone)
-    line = till.read()
-    emu.sim.remove_phone(phone)
-    emu.wait_for("FIELD clear", n)
-    return line
+    return emu.pay(till, phone, amount, ref)
 
 
 def ledger(db):

@@ -26,13 +26,7 @@ def issuer():
 
 
 def pay(emu, till, phone, amount, ref):
-    n = len(emu.lines)
-    till.send("CHARGE %d 978 %s" % (amount, ref))
-    emu.sim.add_phone(phone)
-    line = till.read()
-    emu.sim.remove_phone(phone)
-    emu.wait_for("FIELD clear", n)  # the terminal has seen the phone go
-    return line
+    return emu.pay(till, phone, amount, ref)
 
 
 def test_demo_session_ends_as_expected(tmp_path):

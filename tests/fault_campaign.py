@@ -565,8 +565,10 @@ class EmuTerminal:
                         break
                 else:
                     if time.monotonic() > deadline:
-                        raise AssertionError("terminal %s: no exchange within %g s after the link came up:\n%s"
-                                             % (self.tid, self.timeout, "\n".join(self.emu.lines[n:][-20:])))
+                        raise AssertionError("terminal %s: no exchange within %g s after the link came up "
+                                             "(this boot's log, the last 40 lines; the link came up after "
+                                             "line %d):\n%s" % (self.tid, self.timeout, n,
+                                                                 "\n".join(self.emu.lines[-40:])))
                     if self.emu.proc.poll() is not None:
                         raise AssertionError("terminal %s died:\n%s" % (self.tid, "\n".join(self.emu.lines[-30:])))
                     time.sleep(0.005)

@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: setup
 	$(PY) -m pytest -q tests
 
-# The upload fault campaign with emulated terminals (2 x 1,000 sessions, ~3 min).
+# The upload fault campaign alone, with its summaries (2 x 1,000 sessions, ~3 min; also in make test).
 campaign: setup
 	POS_CAMPAIGN=1 $(PY) -m pytest -q -s tests/test_fault_campaign.py
 

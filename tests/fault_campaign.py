@@ -462,6 +462,9 @@ class EmuTerminal:
                 if attempt == 9:
                     raise
                 self.emu = self._Emulator(self.workdir, self.cfg, heap=self.heap, env=self.ENV)
+        broken = [l for l in self.emu.lines if l.startswith(("UPLINK cannot start", "UPLINK not started"))]
+        # A boot that cannot upload would only show later as "no exchange".
+        assert not broken, "terminal %s booted without its uplink: %r" % (self.tid, broken)
         self.till = self.emu.till()
         self._scanned = 0
         self.trims = []  # line indices are this process's

@@ -97,17 +97,6 @@ def check_numbers(c):
     assert s.cuts["tap"] >= 1 and s.cuts["exchange"] >= 1, c.stats.summary()
 
 
-# The two emulated-terminal campaigns run when POS_CAMPAIGN=1 (`make campaign`).
-# In a fresh-clone CI run one of them failed on a timing-dependent path (a
-# terminal that made no exchange within 40 s after a power cut mid-exchange,
-# with two receivers on PostgreSQL) that is not yet understood; until it is,
-# it must not decide whether everything else lands. The planted-bug campaigns
-# below (CPython stand-in terminals) always run.
-_CAMPAIGN = pytest.mark.skipif(os.environ.get("POS_CAMPAIGN") != "1",
-                               reason="the emulated fault campaign: POS_CAMPAIGN=1 (make campaign)")
-
-
-@_CAMPAIGN
 def test_campaign_sqlite(tmp_path, issuer):
     check_numbers(campaign(tmp_path, issuer, "sqlite:///%s/ledger.db" % tmp_path, receivers=1))
 
@@ -119,7 +108,6 @@ def pg():
     p.stop()
 
 
-@_CAMPAIGN
 def test_campaign_two_receivers_on_postgresql(tmp_path, issuer, pg):
     c = campaign(tmp_path, issuer, pg.create_database("campaign"), receivers=2)
     check_numbers(c)

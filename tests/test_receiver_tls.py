@@ -92,11 +92,18 @@ def test_cli_help_and_exit_codes(tmp_path):
                "--config", str(tmp_path / "missing.json"))
     assert r.returncode == 1 and "missing.json" in r.stderr
     pki.init(tmp_path)
-    cfg = testing.acquirer_config(tmp_path, deny={"wallets": [["%016x" % i, "%032x" % i] for i in range(1000)]})
+    cfg = testing.acquirer_config(tmp_path, deny={"wallets": [["%016x" % i, "%032x" % i] for i in range(101)]})
     (tmp_path / "big.json").write_text(json.dumps(cfg))
     r = offpay("receiver", "--db", "sqlite:///%s/x.db" % tmp_path, "--listen", "127.0.0.1:0",
                "--config", str(tmp_path / "big.json"))
-    assert r.returncode == 1 and "over the terminal's 16384" in r.stderr
+    assert r.returncode == 1 and "at most 100 entries" in r.stderr, r.stderr
+    cfg = testing.acquirer_config(tmp_path, deny={"wallets": [["%016x" % i, "%032x" % i] for i in range(100)]},
+                                  issuers=[{"kid": "%016x" % i, "alg": "RS256", "key": "ab" * 512,
+                                            "not_before": 0, "not_after": 1} for i in range(16)])
+    (tmp_path / "big.json").write_text(json.dumps(cfg))
+    r = offpay("receiver", "--db", "sqlite:///%s/x.db" % tmp_path, "--listen", "127.0.0.1:0",
+               "--config", str(tmp_path / "big.json"))
+    assert r.returncode == 1 and "over the terminal's 16384" in r.stderr, r.stderr
     r = offpay("revoke", "--db", "sqlite:///%s/x.db" % tmp_path, "--terminal", "12")
     assert r.returncode == 1 and "16 hex" in r.stderr
     r = offpay("revoke", "--db", "sqlite:///%s/x.db" % tmp_path, "--cert", str(tmp_path / "server.pem"))

@@ -124,6 +124,12 @@ def test_offline_backlog_uploads_and_updates_come_back(tmp_path, issuer):
         ready = next(l for l in again.lines if l.startswith("READY"))
         assert "pending=0" in ready and "clock=unset" not in ready, ready
         assert pay(again, terms[0][1], denied, 500, "A6") == "RESULT A6 DECLINED DENY_LISTED"
+        # And it still uploads: a terminal that held a bundle once found no 3 KB
+        # in one piece for its TLS context at the end of boot, and never
+        # uploaded again (the fault campaign found it).
+        assert not [l for l in again.lines if l.startswith("UPLINK cannot start")], again.lines
+        assert pay(again, terms[0][1], ws.Phone(issuer), 300, "A7") == "RESULT A7 APPROVED 5"
+        assert again.wait_for("SYNC acknowledged up to 5", timeout=30)
     finally:
         for emu, till in terms:
             till.close()
@@ -146,3 +152,51 @@ def test_a_terminal_without_a_trusted_time_takes_no_payment(tmp_path, issuer):
         assert till.call("CHARGE 100 978 T1") == "RESULT T1 DECLINED CLOCK_UNSET"
         assert sum(1 for ins, _ in phone.log if ins == 0xA0) == 0
         assert 'EVENT display "CLOCK NOT SET"' in emu.lines
+
+
+def test_a_terminal_takes_the_largest_deny_list(tmp_path, issuer):
+    # The receiver's most (receiver/config.py MAX_DENY) in one bundle: the
+    # terminal applies it in an exchange, boots with it stored (its parse
+    # comes first in boot, before the heap is cut up), and uploads again.
+    # Before, 100 entries left it retrying "memory" for ever, and the stored
+    # bundle crashed every boot.
+    from host_tools.receiver.config import MAX_DENY
+    denied = ws.Phone(issuer)
+    dw = ws.parse_credential(denied.credential)
+    deny = [[issuer.kid.hex(), "%032x" % (i + 1)] for i in range(MAX_DENY - 1)]
+    deny.append([issuer.kid.hex(), dw["wallet_id"].hex()])
+    db = "sqlite:///" + str(tmp_path / "ledger.db")
+    rx = testing.start_receiver(tmp_path, db, issuers=[issuer.config()], config={
+        "bundle_version": 2, "deny": {"wallets": deny, "serials": []}})
+    tid = "5445524d30303031"
+    emu = again = None
+    try:
+        emu = Emulator(tmp_path / tid, terminal_config(rx, tid, issuer), heap=demo.HEAP,
+                       env={"POS_UPLINK_FAST": "1"})
+        emu.set_link(True)
+        emu.provision()
+        emu.start()
+        till = emu.till()
+        assert emu.wait_for("UPLINK bundle version 2", timeout=30), emu.lines[-20:]
+        assert pay(emu, till, denied, 100, "D1") == "RESULT D1 DECLINED DENY_LISTED"
+        emu.set_link(False)
+        for i in range(12):
+            assert pay(emu, till, ws.Phone(issuer), 100, "X%d" % i) == "RESULT X%d APPROVED %d" % (i, i + 1)
+        till.close()
+        emu.proc.kill()
+        emu.proc.wait()
+        emu.stop()
+        again = Emulator(tmp_path / tid, emu.config, heap=demo.HEAP, env={"POS_UPLINK_FAST": "1"})
+        again.start()
+        assert any("BUNDLE version 2" in l for l in again.lines)
+        assert not [l for l in again.lines if l.startswith("UPLINK cannot start")], again.lines
+        till = again.till()
+        assert pay(again, till, denied, 100, "D2") == "RESULT D2 DECLINED DENY_LISTED"
+        again.set_link(True)
+        assert again.wait_for("SYNC acknowledged up to 12", timeout=30), again.lines[-20:]
+        till.close()
+    finally:
+        for e in (emu, again):
+            if e is not None:
+                e.stop()
+        rx.stop()

@@ -246,19 +246,30 @@ async def run(wire, log=print, p256="native"):
         return 2
     # The USB console from now on: locked in production, a technician's raw
     # REPL inside the running app otherwise (pos.console, pos.lock).
-    upbuf = None
+    # The acquirer's bundle first: its text and parse (up to 16 KB, garbage
+    # again once its policy is built) need a heap still in one piece. Loaded
+    # at the end of boot, a 100-entry deny list found no room, and the
+    # terminal crashed on every boot.
+    fsdir = board.config_path.rsplit("/", 1)[0]
+    verifier = rules.Verifier(policy, table)
+    risk = dict(cfg.get("risk") or {})
+    store = _bundle_store(cfg, fsdir, verifier, risk, log)
+    gc.collect()
+    upbuf = upctx = None
     if cfg.get("uplink"):
-        # The upload's body and answer, 18 KB in one piece: now, before the
-        # journal, the console and the caches have cut the heap up.
-        from pos.uplink import BUF_SIZE
-        upbuf = bytearray(BUF_SIZE)
-        # And room for the TLS context (3 KB in one piece), kept free until
-        # the uplink is made at the end of boot.
-        tls_room = bytearray(4096)
+        # The upload's body and answer, 18 KB in one piece, and the TLS
+        # context (3 KB in one piece): now, before the journal, the bundle,
+        # the console and the caches have cut the heap up.
+        from pos import uplink
+        upbuf = bytearray(uplink.BUF_SIZE)
+        try:
+            upctx = uplink.context(uplink.credentials(cfg["uplink"]))
+        except (uplink.UplinkError, MemoryError) as e:
+            log("UPLINK cannot start: %r" % (e,))
+        uplink = None
     # The trusted clock (pos.clock): the acquirer's signed time, held up by
     # what the terminal wrote; never the RTC, which restarts at 2000.
     from pos.clock import Clock
-    fsdir = board.config_path.rsplit("/", 1)[0]
     clock = Clock(fsdir, log)
     clock.load()
     console.hooks["clock"] = clock  # `offpay provision` gives a running terminal its time
@@ -266,7 +277,6 @@ async def run(wire, log=print, p256="native"):
     log = con.log
     clock.log = log
     gc.collect()
-    verifier = rules.Verifier(policy, table)
     outcomes = Outcomes(journal)
     replay = Replay(verifier, outcomes, tick)
     try:
@@ -287,17 +297,20 @@ async def run(wire, log=print, p256="native"):
     if replay.full:
         log("CAPACITY %d records of wallets the table had no room for" % replay.full)
     clock.note_record(replay.newest)
-    risk = dict(cfg.get("risk") or {})
-    store = _bundle_store(cfg, fsdir, verifier, risk, log)
     # The policy holds the issuers and the deny list now, as bytes; their JSON
     # form (up to 1024 deny entries) would only take heap.
     cfg.pop("issuers", None)
     cfg.pop("deny", None)
-    for iss in policy.issuers.values():
+    policy = None
+    for iss in verifier.policy.issuers.values():  # the bundle's, when one is held
         if iss.alg == token.ALG_ES256:
             if tick:
                 tick()
-            sig.warm("ES256", iss.key, True)  # every first-seen wallet's credential: verify it warm
+            try:
+                sig.warm("ES256", iss.key, True)  # every first-seen wallet's credential: verify it warm
+            except MemoryError:
+                # Only time is lost: a first-seen wallet's check is then cold.
+                log("WARM no heap for issuer %s's key table" % iss.kid.hex())
     n = replay.n
     seq = Sequence(board.config_path.rsplit("/", 1)[0] + "/seq", journal.next_rid())
     nfc = board.nfc
@@ -334,10 +347,13 @@ async def run(wire, log=print, p256="native"):
     console.hooks["journal"] = journal
     if wdt is not None:
         asyncio.create_task(_feed(wdt))
-    tls_room = None
     gc.collect()
-    up = _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, upbuf)
-    upbuf = None
+    up = None
+    if upctx is not None:
+        up = _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, upbuf, upctx)
+    elif cfg.get("uplink"):
+        log("UPLINK not started: payments stay on this terminal until it is fixed")
+    upbuf = upctx = None
     if up is not None:
         # The uplink holds the DER forms now: the PEM texts (a few KB) go.
         cfg["uplink"] = {"url": cfg["uplink"]["url"]}
@@ -379,7 +395,7 @@ def _bundle_store(cfg, fsdir, verifier, risk, log):
     held = store.load()
     if held is not None:
         # The acquirer's newer word on keys, deny list and risk.
-        verifier.set_policy(rules.Policy.from_config(held.policy_config()))
+        verifier.set_policy(held.policy or rules.Policy.from_config(held.policy_config()))
         risk.update(held.risk)
         log("BUNDLE version %d" % held.version)
     return store
@@ -407,7 +423,7 @@ def _shed(verifier, log):
     log("MEMORY low: verification caches dropped for an upload")
 
 
-def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf):
+def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf, ctx):
     if not cfg.get("uplink") or store is None:
         log("UPLINK not provisioned: payments stay on this terminal")
         return None
@@ -420,7 +436,7 @@ def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf):
 
     def on_bundle(b):
         # At once: a wallet denied now is declined on the next tap.
-        verifier.set_policy(rules.Policy.from_config(b.policy_config()))
+        verifier.set_policy(b.policy or rules.Policy.from_config(b.policy_config()))
         risk.update(b.risk)
         term.feedback_ready(clock.is_set())
 
@@ -428,7 +444,7 @@ def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf):
         return Uplink(journal, cfg, store, clock, board.wifi.isconnected,
                       lambda: term.state == "idle", on_ack=on_ack, on_bundle=on_bundle,
                       set_rtc=getattr(board, "set_rtc", None), log=log,
-                      on_memory=lambda: _shed(verifier, log), buf=buf,
+                      on_memory=lambda: _shed(verifier, log), buf=buf, ctx=ctx,
                       **getattr(board, "uplink_opts", {}))
     except (UplinkError, MemoryError) as e:
         # The terminal still takes payments offline; they wait in the journal.

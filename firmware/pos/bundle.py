@@ -70,11 +70,12 @@ def _wallet(e):
 
 class Bundle:
     """A bundle. version, time (the acquirer's, u32 seconds); issuers: the
-    complete set, config-style dicts; deny: the config-style {"wallets":
-    [...], "serials": [...]} (docs/upload.md section 4); risk: a dict of u32.
-    policy_config() is {"issuers", "deny"}, the shape the app builds its
-    policy from, as from its config; wallets() and serials() give the deny
-    entries as bytes."""
+    complete set, config-style dicts; deny: {"wallets": [...], "serials":
+    [...]} (docs/upload.md section 4) with each entry decoded to its bytes;
+    risk: a dict of u32. policy_config() is {"issuers", "deny"}, the shape
+    rules.Policy.from_config takes (as from the config); wallets() and
+    serials() give the deny entries. policy: what Store's validate built
+    from it (the app applies that one rather than building it twice)."""
 
     def __init__(self, d, text, signature):
         self.version = d["version"]
@@ -86,6 +87,7 @@ class Bundle:
         self.risk = d["risk"]
         self.text = text          # dropped once stored
         self.sig = signature
+        self.policy = None        # what Store's validate made of it, if anything
 
     def policy_config(self):
         return {"issuers": self.issuers, "deny": self.deny}
@@ -93,11 +95,11 @@ class Bundle:
     def wallets(self):
         """Denied wallets: issuer kid (8) + wallet id (16) for a pair, the
         wallet id (16) for a bare id."""
-        return [_wallet(e) for e in self.deny.get("wallets", ())]
+        return self.deny.get("wallets", [])
 
     def serials(self):
         """Denied credentials: issuer kid (8) + serial (8)."""
-        return [_hex(e, 16) for e in self.deny.get("serials", ())]
+        return self.deny.get("serials", [])
 
 
 def parse(text, signature):
@@ -125,10 +127,12 @@ def parse(text, signature):
     if not isinstance(wallets, list) or not isinstance(serials, list) \
             or len(wallets) + len(serials) > _MAX_DENY:
         raise BundleError("malformed")
-    for e in wallets:
-        _wallet(e)
-    for e in serials:
-        _hex(e, 16)
+    # Decoded in place, entry by entry: each JSON pair becomes garbage as its
+    # 24 bytes take its slot, so a long deny list is never held twice.
+    for i in range(len(wallets)):
+        wallets[i] = _wallet(wallets[i])
+    for i in range(len(serials)):
+        serials[i] = _hex(serials[i], 16)
     for i in issuers:
         if not isinstance(i, dict):
             raise BundleError("malformed")
@@ -167,13 +171,13 @@ class Store:
         self.verified = 0  # signature checks done (each an ES256 verify)
 
     def check(self, text, signature, nonce=None, need_time=True):
-        """A Bundle from a received text (str or bytes: its buffer is what
+        """A Bundle from a received text (str, bytes or a memoryview: its bytes are what
         was signed, the UTF-8 bytes) and signature (64 bytes),
         checked against this terminal, the exchange's nonce (16 bytes; None
         at boot), the held version and the pinned key. BundleError if not.
         None when it brings no new content and need_time is False: then it
         is not verified, and nothing in it may be used."""
-        if not isinstance(text, (str, bytes, bytearray)) or len(text) > MAX_TEXT:
+        if not isinstance(text, (str, bytes, bytearray, memoryview)) or len(text) > MAX_TEXT:
             raise BundleError("malformed")
         b = parse(text, signature)
         if not isinstance(b.terminal_id, str) or b.terminal_id.lower() != self.terminal_id:
@@ -189,7 +193,7 @@ class Store:
             raise BundleError("signature")
         if self.validate is not None:
             try:
-                self.validate(b)
+                b.policy = self.validate(b)
             except ValueError as e:
                 self.log("BUNDLE content refused: %s" % (e,))
                 raise BundleError("malformed")

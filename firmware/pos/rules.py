@@ -70,13 +70,25 @@ def key_of(kid, wallet_id, not_before, serial):
 
 
 def _pair(e):
-    # A deny-list wallet entry: ["<issuer kid, 16 hex>", "<wallet id, 32 hex>"].
+    # A deny-list wallet entry: ["<issuer kid, 16 hex>", "<wallet id, 32 hex>"],
+    # or those 24 bytes already decoded (pos.bundle decodes a bundle's).
+    if isinstance(e, bytes):
+        if len(e) != 24:
+            raise ConfigError("deny.wallets entries are [kid, wallet id] pairs: a bare wallet id names no issuer")
+        return e
     if isinstance(e, str):
         raise ConfigError("deny.wallets entries are [\"<kid 16 hex>\", \"<wallet id 32 hex>\"] "
                           "pairs: a bare wallet id %r names no issuer" % (e,))
     if not isinstance(e, (list, tuple)) or len(e) != 2:
         raise ConfigError("not a [kid, wallet id] pair: %r" % (e,))
     return _hex(e[0], 8) + _hex(e[1], 16)
+
+
+def _serial(e):
+    # A deny-list credential: issuer kid + serial, 32 hex, or its 16 bytes.
+    if isinstance(e, bytes) and len(e) == 16:
+        return e
+    return _hex(e, 16)
 
 
 def _u32(v):
@@ -135,7 +147,7 @@ class Policy:
             ref = cfg.get("credential_by_reference")
             if ref is not None and not isinstance(ref, bool):
                 raise ConfigError("credential_by_reference: true or false")
-            return cls(issuers, [_pair(w) for w in wallets], [_hex(s, 16) for s in serials], ref)
+            return cls(issuers, [_pair(w) for w in wallets], [_serial(s) for s in serials], ref)
         except (KeyError, AttributeError, TypeError) as e:
             raise ConfigError("bad policy: %r" % (e,))
 

@@ -34,7 +34,7 @@ import time
 
 from micropython import const
 
-from pos import http, tls
+from pos import answer, http, tls
 from pos.bundle import BundleError
 from pos.journal import JournalError
 
@@ -89,6 +89,31 @@ def build(journal, buf, nonce, version, limit, log=print):
     return p, after, count, last
 
 
+def credentials(up):
+    """(CA, certificate, key) as DER from the uplink config's PEM texts."""
+    try:
+        return [tls.pem_der(up.get(k)) for k in ("ca", "cert", "key")]
+    except ValueError as e:
+        raise UplinkError("config: %s" % (e.args[0],))
+
+
+def context(ders):
+    """The uplink's one SSLContext: the acquirer's CA pinned, the terminal's
+    certificate and key. The app makes it right after the config is read,
+    before the journal, the bundle and the caches have cut the heap up: on a
+    terminal that held a bundle, the 3 KB it needs in one piece was not there
+    at the end of boot, and such a terminal never uploaded again."""
+    ca, cert, key = ders
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(cadata=ca)
+        ctx.load_cert_chain(cert, key)
+    except ValueError as e:
+        raise UplinkError("credentials: %s" % (e,))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 class Backoff:
     """Retry delays: exponential from min_ms up to max_ms, of which the upper
     half is random ("equal jitter"): never zero, never above max_ms, and
@@ -129,22 +154,23 @@ class Uplink:
                  set_rtc=None, log=print, on_memory=None, buf=None, connect_ms=10000, tls_ms=30000, io_ms=15000,
                  exchange_ms=60000, backoff_ms=(2000, 300000), interval_ms=600000,
                  poll_ms=1000, quiet_ms=5000, time_refresh_s=1800, batch_bytes=RESPONSE_MAX,
-                 pace=True):
+                 pace=True, ctx=None):
         up = cfg.get("uplink")
         if not isinstance(up, dict):
             raise UplinkError("no uplink config")
         try:
             self.host, self.port, self.path = http.parse_url(up.get("url"))
-            self._ca, self._cert, self._key = [tls.pem_der(up.get(k)) for k in ("ca", "cert", "key")]
         except ValueError as e:
             raise UplinkError("config: %s" % (e.args[0],))
-        # Made once, at boot: a bad certificate or key fails here, not at the
-        # first sync, and an exchange never needs the context's 3 KB in one
-        # piece from a heap the day's taps have cut up (nor parses the
-        # certificates again).
-        self._ctx = self._context()
-        for der in (self._ca, self._cert):
+        ders = credentials(up)
+        # Made once, at boot (the app makes it first thing, see context()): a
+        # bad certificate or key fails there, not at the first sync, and an
+        # exchange never needs the context's 3 KB in one piece from a heap the
+        # day's taps have cut up (nor parses the certificates again).
+        self._ctx = ctx if ctx is not None else context(ders)
+        for der in ders[:2]:
             clock.hint(tls.not_before(der))
+        ders = None
         self.journal, self.store, self.clock = journal, store, clock
         self.link_up, self.idle = link_up, idle
         self.on_ack, self.on_bundle, self.set_rtc, self.log = on_ack, on_bundle, set_rtc, log
@@ -163,6 +189,7 @@ class Uplink:
         # One buffer for the request body and then the response: 18 KB, for good.
         self._buf = buf if buf is not None and len(buf) >= BUF_SIZE else bytearray(BUF_SIZE)
         self._mv = memoryview(self._buf)
+        self._scratch = bytearray(256)  # pos.answer moves the bundle text through it
         self._ss = self._raw = None
         self.state = "idle"       # idle | sync | backoff
         self.last_error = None
@@ -287,15 +314,15 @@ class Uplink:
         raise UplinkError("status %d %s" % (status, token), status in (403, 409))
 
     async def _accept(self, body, nonce, after, count, last, ms):
+        # The body lies in self._buf right after the head, which
+        # http.read_response read from the buffer's start.
+        start = self._buf.find(b"\r\n\r\n") + 4
         try:
-            d = json.loads(body)
-        except ValueError:
-            raise UplinkError("response not json")
-        ack = d.get("ack") if isinstance(d, dict) else None
-        if not isinstance(ack, int) or isinstance(ack, bool) or ack < 0:
-            raise UplinkError("response without ack")
-        text, sig = d.get("bundle"), d.get("sig")
-        d = body = None  # the bundle text is a copy now: the rest can go
+            # The bundle text stays in the buffer, decoded in place (pos.answer).
+            ack, text, sig = answer.parse(self._buf, start, start + len(body), self._scratch)
+        except answer.AnswerError as e:
+            raise UplinkError(e.args[0])
+        body = None
         self.exchanges_ok += 1
         self._trim(ack, after, last)
         self.backoff.reset()
@@ -311,15 +338,15 @@ class Uplink:
             self.log("UPLINK bundle left for the next exchange: a charge started")
             return
         try:
-            if not isinstance(text, str) or not isinstance(sig, str) or len(sig) != 128:
+            if text is None or sig is None or len(sig) != 128:
                 raise BundleError("malformed")
             try:
                 s = bytes.fromhex(sig)
             except ValueError:
                 raise BundleError("malformed")
             age = self.clock.offline_age()
-            # The str as it came out of the response (its buffer is the UTF-8
-            # bytes that were signed): no copy of a text of up to 16 KB.
+            # The text where it came in (the decoded bytes are what was
+            # signed): no copy of a text of up to 16 KB.
             b = self.store.check(text, s, nonce, need_time=age is None or age >= self.time_refresh_s)
             text = None
         except BundleError as e:
@@ -350,16 +377,6 @@ class Uplink:
                 self.on_ack(upto)
 
     # -- connection ------------------------------------------------------------------
-
-    def _context(self):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            ctx.load_verify_locations(cadata=self._ca)
-            ctx.load_cert_chain(self._cert, self._key)
-        except ValueError as e:
-            raise UplinkError("credentials: %s" % (e,))
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        return ctx
 
     def _check_idle(self):
         if not self.idle():

@@ -1,4 +1,4 @@
-# heap: 256k
+# heap: 512k
 # The uplink's parsers and codecs in the unix port, without a network: the
 # bounded HTTP response reader against scripted reads, PEM/DER and the
 # certificate time, URLs, backoff bounds and the bundle's shape checks.
@@ -11,6 +11,7 @@ from pos.http import parse_url
 from pos.bundle import BundleError, parse
 from pos.tls import not_before, pem_der
 from pos.uplink import Backoff
+from pos import answer
 
 CERT_2025 = """-----BEGIN CERTIFICATE-----
 MIIBAzCBq6ADAgECAgEBMAoGCCqGSM49BAMCMAwxCjAIBgNVBAMMAXQwHhcNMjUw
@@ -148,7 +149,10 @@ def test_bundle_shape():
     assert b.version == 3 and b.time == 1764000000 and b.risk == {"max_offline_age_s": 604800}
     assert b.wallets() == [b"\x22" * 16, bytes(range(1, 9)) + b"\x11" * 16]
     assert b.serials() == [bytes(range(1, 9)) + b"\x33" * 8] and b.issuers == [{"kid": "x"}]
-    assert b.policy_config() == {"issuers": [{"kid": "x"}], "deny": json.loads(bundle())["deny"]}
+    # The deny entries decoded where the JSON pairs were (never held twice),
+    # in the shape rules.Policy.from_config takes as it takes the config's.
+    assert b.policy_config() == {"issuers": [{"kid": "x"}], "deny": {
+        "wallets": [b"\x22" * 16, bytes(range(1, 9)) + b"\x11" * 16], "serials": [bytes(range(1, 9)) + b"\x33" * 8]}}
     assert parse(bundle(deny={}), b"s" * 64).wallets() == []
     w = lambda *e: {"wallets": list(e)}
     bad = [b"not json", b"[1]", bundle(v=2), bundle(version=-1), bundle(version=True),
@@ -168,6 +172,54 @@ def test_bundle_shape():
             assert e.args[0] == "malformed"
             continue
         raise AssertionError(t)
+
+
+
+def _answer(body):
+    # The body after a head, in a buffer as the uplink holds it.
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body)
+    buf = bytearray(head + body + b"\xee" * 40)
+    return buf, len(head), len(head) + len(body)
+
+
+def test_answer_decodes_the_bundle_in_place():
+    text = json.dumps({"v": 1, "deny": {"wallets": [["ab" * 8, "cd" * 16]]}, "s": "q\\\"/\t\u0041"})
+    for body in (json.dumps({"ack": 7, "bundle": text, "sig": "ab" * 64}),
+                 '{ "sig" : "%s" , "bundle" :\n %s, "ack": 7 }' % ("ab" * 64, json.dumps(text)),
+                 '{"ack":7,"bundle":"%s","sig":"%s"}' % (text.replace("\\", "\\\\").replace('"', '\\"')
+                                                          .replace("A", "\\u0041").replace("/", "\\/"), "ab" * 64)):
+        buf, a, b = _answer(body.encode())
+        ack, mv, sig = answer.parse(buf, a, b, bytearray(256))
+        assert ack == 7 and sig == "ab" * 64, body
+        assert bytes(mv) == text.encode(), (bytes(mv), text)
+        assert buf[b:] == b"\xee" * 40  # nothing written past the body
+    # A long text with escapes all through it (runs moved in 256-byte pieces).
+    text = json.dumps({"deny": [["%016x" % i, "%032x" % i] for i in range(120)]})
+    buf, a, b = _answer(json.dumps({"ack": 1, "bundle": text, "sig": "00" * 64}).encode())
+    assert bytes(answer.parse(buf, a, b, bytearray(256))[1]) == text.encode()
+
+
+def test_answer_refuses_what_is_not_the_answer():
+    for body, why in ((b'{"ack":1,"bundle":"abc', "bundle string not closed"),
+                      (b'{"ack":1,"bundle":"a\\qb","sig":"x"}', "bad escape"),
+                      (b'{"ack":1,"bundle":"a\\u00e9","sig":"x"}', "bundle not ASCII"),
+                      (b'{"ack":1,"bundle":"a\\u12","sig":"x"}', "bad escape"),
+                      (b'{"ack":1,"bundle":"a\\u+123","sig":"x"}', "bad escape"),
+                      (b'{"ack":1,"bundle":"a\\', "bundle string not closed"),
+                      (b'[1]', "response without ack"), (b'{"ack":-1}', "response without ack"),
+                      (b'{"ack":true,"bundle":"x"}', "response without ack"),
+                      (b'{"ack":1,"bundle":"x"', "response not json"), (b'garbage', "response not json")):
+        buf, a, b = _answer(body)
+        try:
+            answer.parse(buf, a, b, bytearray(256))
+        except answer.AnswerError as e:
+            assert e.args[0] == why, (body, e.args[0], why)
+            continue
+        raise AssertionError(body)
+    # No bundle, or one that is not the top-level string: ack only.
+    for body in (b'{"ack":3}', b'{"ack":3,"bundle":5}', b'{"ack":3,"x":{"bundle":"y"},"bundle":"z"}'):
+        buf, a, b = _answer(body)
+        assert answer.parse(buf, a, b, bytearray(256)) == (3, None, None), body
 
 
 unit.run(globals())

@@ -7,17 +7,14 @@
 # in one piece among 33 KB free and retried for ever. Here the bundle string
 # is decoded in place, inside the uplink's receive buffer, and only the rest
 # of the answer (about 200 bytes: the bundle string replaced by 0) goes to
-# json.loads. Every step is a C-level find or copy: no loop per byte.
+# json.loads. The scans are viper (machine code): a Python step per escape
+# held the event loop far too long on the ESP32 estimate (bench/esp32_uplink.py).
 
 import json
 
-from micropython import const
+import micropython
 
 _KEY = b'"bundle"'
-_SCRATCH = const(256)
-_BACKSLASH = const(0x5C)
-# JSON's two-character escapes -> the byte they stand for.
-_ESC = {0x22: 0x22, 0x5C: 0x5C, 0x2F: 0x2F, 0x62: 0x08, 0x66: 0x0C, 0x6E: 0x0A, 0x72: 0x0D, 0x74: 0x09}
 
 
 class AnswerError(ValueError):
@@ -25,71 +22,92 @@ class AnswerError(ValueError):
     pass
 
 
-def _string_end(buf, i, end):
-    # The closing quote of the JSON string whose content starts at i.
-    while True:
-        q = buf.find(b'"', i, end)
-        if q < 0:
-            raise AnswerError("bundle string not closed")
-        k = q - 1
-        while k >= i and buf[k] == _BACKSLASH:
-            k -= 1
-        if (q - 1 - k) % 2 == 0:  # an even run of backslashes: the quote is not escaped
-            return q
-        i = q + 1
-
-
-def _unescape(buf, a, b, scratch):
-    # The JSON string content buf[a:b] decoded in place (escapes only shrink
-    # it); returns its new end. The bundle text is ASCII (docs/upload.md), so
-    # \uXXXX is taken only below 0x80. Runs move through `scratch`, never
-    # between overlapping parts of buf.
-    mv = memoryview(buf)
-    sv = memoryview(scratch)
-    w = r = a
-    while True:
-        e = buf.find(b"\\", r, b)
-        n = (e if e >= 0 else b) - r
-        if w != r:
-            off = 0
-            while off < n:
-                k = n - off if n - off < _SCRATCH else _SCRATCH
-                sv[:k] = mv[r + off:r + off + k]
-                mv[w + off:w + off + k] = sv[:k]
-                off += k
-        w += n
-        if e < 0:
-            return w
-        if e + 1 >= b:
-            raise AnswerError("bad escape")
-        c = buf[e + 1]
-        if c == 0x75:  # \uXXXX
-            if e + 6 > b:
-                raise AnswerError("bad escape")
-            h = bytes(mv[e + 2:e + 6])
-            for x in h:
-                if not (0x30 <= x <= 0x39 or 0x41 <= x <= 0x46 or 0x61 <= x <= 0x66):
-                    raise AnswerError("bad escape")
-            v = int(h, 16)
-            if v >= 0x80:
-                raise AnswerError("bundle not ASCII")
-            r = e + 6
+@micropython.viper
+def _string_end(buf, i: int, end: int) -> int:
+    # The closing quote of the JSON string whose content starts at i, or -1.
+    # A bundle near 16 KB has over a thousand escaped quotes.
+    p = ptr8(buf)
+    while i < end:
+        c = p[i]
+        if c == 0x22:
+            return i
+        if c == 0x5C:
+            i += 2
         else:
-            v = _ESC.get(c)
-            if v is None:
-                raise AnswerError("bad escape")
-            r = e + 2
-        buf[w] = v
+            i += 1
+    return -1
+
+
+@micropython.viper
+def _hexval(h: int) -> int:
+    if h >= 0x30 and h <= 0x39:
+        return h - 0x30
+    if h >= 0x41 and h <= 0x46:
+        return h - 0x37
+    if h >= 0x61 and h <= 0x66:
+        return h - 0x57
+    return -1
+
+
+@micropython.viper
+def _unescape(buf, a: int, b: int) -> int:
+    # The JSON string content buf[a:b] decoded in place (escapes only shrink
+    # it, and the write index never passes the read index); returns its new
+    # end, -1 for a bad escape, -2 for a character past ASCII (the bundle
+    # text is ASCII, docs/upload.md: \uXXXX is taken only below 0x80).
+    p = ptr8(buf)
+    w = a
+    r = a
+    while r < b:
+        c = p[r]
+        if c != 0x5C:
+            p[w] = c
+            w += 1
+            r += 1
+            continue
+        if r + 1 >= b:
+            return -1
+        c = p[r + 1]
+        r += 2
+        if c == 0x22 or c == 0x5C or c == 0x2F:
+            v = c
+        elif c == 0x62:
+            v = 0x08
+        elif c == 0x66:
+            v = 0x0C
+        elif c == 0x6E:
+            v = 0x0A
+        elif c == 0x72:
+            v = 0x0D
+        elif c == 0x74:
+            v = 0x09
+        elif c == 0x75:
+            if r + 4 > b:
+                return -1
+            v = 0
+            k = r
+            while k < r + 4:
+                d = int(_hexval(p[k]))
+                if d < 0:
+                    return -1
+                v = (v << 4) | d
+                k += 1
+            if v >= 0x80:
+                return -2
+            r += 4
+        else:
+            return -1
+        p[w] = v
         w += 1
+    return w
 
 
-def parse(buf, start, stop, scratch):
+def parse(buf, start, stop):
     """The answer in buf[start:stop] (a bytearray: the uplink's buffer):
     (ack, bundle text as a memoryview of buf, sig hex str). Only the ack is
     checked for shape here; text and sig are None when the answer has no
     bundle string. The bundle's bytes in buf are overwritten by its decoded
-    form. scratch: a bytearray of at least 256 bytes. AnswerError if the
-    answer is not that object."""
+    form. AnswerError if the answer is not that object."""
     k = buf.find(_KEY, start, stop)
     text = None
     rest = None
@@ -103,6 +121,8 @@ def parse(buf, start, stop, scratch):
                 i += 1
             if i < stop and buf[i] == 0x22:  # the value is a string
                 q = _string_end(buf, i + 1, stop)
+                if q < 0:
+                    raise AnswerError("bundle string not closed")
                 # The rest of the answer, with the string replaced by 0: json.loads
                 # then says whether it was the top-level "bundle" value.
                 mv = memoryview(buf)
@@ -120,5 +140,7 @@ def parse(buf, start, stop, scratch):
     if text is None or d.get("bundle") != 0 or isinstance(d.get("bundle"), bool):
         return ack, None, None
     sig = d.get("sig")
-    end = _unescape(buf, text[0], text[1], scratch)
+    end = _unescape(buf, text[0], text[1])
+    if end < 0:
+        raise AnswerError("bad escape" if end == -1 else "bundle not ASCII")
     return ack, memoryview(buf)[text[0]:end], sig if isinstance(sig, str) else None

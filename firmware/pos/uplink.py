@@ -189,7 +189,6 @@ class Uplink:
         # One buffer for the request body and then the response: 18 KB, for good.
         self._buf = buf if buf is not None and len(buf) >= BUF_SIZE else bytearray(BUF_SIZE)
         self._mv = memoryview(self._buf)
-        self._scratch = bytearray(256)  # pos.answer moves the bundle text through it
         self._ss = self._raw = None
         self.state = "idle"       # idle | sync | backoff
         self.last_error = None
@@ -319,7 +318,7 @@ class Uplink:
         start = self._buf.find(b"\r\n\r\n") + 4
         try:
             # The bundle text stays in the buffer, decoded in place (pos.answer).
-            ack, text, sig = answer.parse(self._buf, start, start + len(body), self._scratch)
+            ack, text, sig = answer.parse(self._buf, start, start + len(body))
         except answer.AnswerError as e:
             raise UplinkError(e.args[0])
         body = None

@@ -189,14 +189,14 @@ def test_answer_decodes_the_bundle_in_place():
                  '{"ack":7,"bundle":"%s","sig":"%s"}' % (text.replace("\\", "\\\\").replace('"', '\\"')
                                                           .replace("A", "\\u0041").replace("/", "\\/"), "ab" * 64)):
         buf, a, b = _answer(body.encode())
-        ack, mv, sig = answer.parse(buf, a, b, bytearray(256))
+        ack, mv, sig = answer.parse(buf, a, b)
         assert ack == 7 and sig == "ab" * 64, body
         assert bytes(mv) == text.encode(), (bytes(mv), text)
         assert buf[b:] == b"\xee" * 40  # nothing written past the body
-    # A long text with escapes all through it (runs moved in 256-byte pieces).
+    # A long text with escapes all through it.
     text = json.dumps({"deny": [["%016x" % i, "%032x" % i] for i in range(120)]})
     buf, a, b = _answer(json.dumps({"ack": 1, "bundle": text, "sig": "00" * 64}).encode())
-    assert bytes(answer.parse(buf, a, b, bytearray(256))[1]) == text.encode()
+    assert bytes(answer.parse(buf, a, b)[1]) == text.encode()
 
 
 def test_answer_refuses_what_is_not_the_answer():
@@ -211,7 +211,7 @@ def test_answer_refuses_what_is_not_the_answer():
                       (b'{"ack":1,"bundle":"x"', "response not json"), (b'garbage', "response not json")):
         buf, a, b = _answer(body)
         try:
-            answer.parse(buf, a, b, bytearray(256))
+            answer.parse(buf, a, b)
         except answer.AnswerError as e:
             assert e.args[0] == why, (body, e.args[0], why)
             continue
@@ -219,7 +219,7 @@ def test_answer_refuses_what_is_not_the_answer():
     # No bundle, or one that is not the top-level string: ack only.
     for body in (b'{"ack":3}', b'{"ack":3,"bundle":5}', b'{"ack":3,"x":{"bundle":"y"},"bundle":"z"}'):
         buf, a, b = _answer(body)
-        assert answer.parse(buf, a, b, bytearray(256)) == (3, None, None), body
+        assert answer.parse(buf, a, b) == (3, None, None), body
 
 
 unit.run(globals())

@@ -244,8 +244,6 @@ async def run(wire, log=print, p256="native"):
         log("CONFIG %s" % (e,))
         _show(board.feedback, "red", "NOT PROVISIONED", log)
         return 2
-    # The USB console from now on: locked in production, a technician's raw
-    # REPL inside the running app otherwise (pos.console, pos.lock).
     # The acquirer's bundle first: its text and parse (up to 16 KB, garbage
     # again once its policy is built) need a heap still in one piece. Loaded
     # at the end of boot, a 100-entry deny list found no room, and the
@@ -266,13 +264,14 @@ async def run(wire, log=print, p256="native"):
             upctx = uplink.context(uplink.credentials(cfg["uplink"]))
         except (uplink.UplinkError, MemoryError) as e:
             log("UPLINK cannot start: %r" % (e,))
-        uplink = None
     # The trusted clock (pos.clock): the acquirer's signed time, held up by
     # what the terminal wrote; never the RTC, which restarts at 2000.
     from pos.clock import Clock
     clock = Clock(fsdir, log)
     clock.load()
     console.hooks["clock"] = clock  # `offpay provision` gives a running terminal its time
+    # The USB console from now on: locked in production, a technician's raw
+    # REPL inside the running app otherwise (pos.console, pos.lock).
     con = console.attach(cfg, clock.now)
     log = con.log
     clock.log = log
@@ -301,7 +300,7 @@ async def run(wire, log=print, p256="native"):
     # form (up to 1024 deny entries) would only take heap.
     cfg.pop("issuers", None)
     cfg.pop("deny", None)
-    policy = None
+    policy = None  # the provisioned one; a held bundle's replaced it in the verifier
     for iss in verifier.policy.issuers.values():  # the bundle's, when one is held
         if iss.alg == token.ALG_ES256:
             if tick:
@@ -390,12 +389,13 @@ def _bundle_store(cfg, fsdir, verifier, risk, log):
     if not key:
         return None
     from pos.bundle import Store
+    # validate builds the policy a bundle brings (Bundle.policy): the one applied.
     store = Store(fsdir, bytes.fromhex(key), cfg["terminal_id"],
                   validate=lambda b: rules.Policy.from_config(b.policy_config()), log=log)
     held = store.load()
     if held is not None:
         # The acquirer's newer word on keys, deny list and risk.
-        verifier.set_policy(held.policy or rules.Policy.from_config(held.policy_config()))
+        verifier.set_policy(held.policy)
         risk.update(held.risk)
         log("BUNDLE version %d" % held.version)
     return store
@@ -436,7 +436,7 @@ def _uplink(journal, cfg, store, clock, board, term, verifier, risk, log, buf, c
 
     def on_bundle(b):
         # At once: a wallet denied now is declined on the next tap.
-        verifier.set_policy(b.policy or rules.Policy.from_config(b.policy_config()))
+        verifier.set_policy(b.policy)
         risk.update(b.risk)
         term.feedback_ready(clock.is_set())
 

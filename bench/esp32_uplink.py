@@ -41,36 +41,11 @@ from pos.journal import Journal
 from pos import answer, http, sig, p256_gtab
 from pos.uplink import build
 from pos.bundle import Store
+from ramdev import RamDev  # bench/esp32/mp/ramdev.py
 
 meta = json.load(open("/rom/data/meta.json"))
 KEY = bytes.fromhex(meta["key"])
 NONCE = bytes.fromhex(meta["nonce"])
-
-
-class Ram:
-    def __init__(self, n, bs=4096):
-        self.bs = bs
-        self.d = bytearray(n * bs)
-        ff = b"\xff" * bs
-        for i in range(n):
-            self.d[i * bs:(i + 1) * bs] = ff
-
-    def readblocks(self, b, buf, off=0):
-        a = b * self.bs + off
-        buf[:] = memoryview(self.d)[a:a + len(buf)]
-
-    def writeblocks(self, b, buf, off=0):
-        a = b * self.bs + off
-        self.d[a:a + len(buf)] = buf
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return len(self.d) // self.bs
-        if op == 5:
-            return self.bs
-        if op == 6:
-            self.d[arg * self.bs:(arg + 1) * self.bs] = b"\xff" * self.bs
-        return 0
 
 
 def us(f, *a):
@@ -80,8 +55,8 @@ def us(f, *a):
     return time.ticks_diff(time.ticks_us(), t), r
 
 
-sync_dev = Ram(24)  # the sync of 100's journal, first, while the heap is in one piece
-j = Journal(Ram(12))
+sync_dev = RamDev(24)  # the sync of 100's journal, first, while the heap is in one piece
+j = Journal(RamDev(12))
 j.open()
 rec = b"r" * 700  # a payment record is ~600-900 bytes (credential with key hints)
 for _ in range(50):
@@ -210,6 +185,7 @@ def main():
         stubs, dat = tmp / "stubs", tmp / "data"
         stubs.mkdir()
         dat.mkdir()
+        shutil.copy(ROOT / "bench" / "esp32" / "mp" / "ramdev.py", stubs / "ramdev.py")
         (stubs / "socket.py").write_text("# stand-in: the qemu port has no sockets\n")
         (stubs / "ssl.py").write_text("# stand-in: no TLS in the qemu port\nPROTOCOL_TLS_CLIENT = 0\nCERT_REQUIRED = 2\n")
         with tarfile.open(SHARED / "esp32est" / "micropython-src.tar.xz") as t:

@@ -6,34 +6,7 @@ import sys
 
 from pos import record
 from pos.journal import Journal, JournalFull
-
-
-class RamDev:
-    def __init__(self, blocks, bs=4096):
-        self.bs = bs
-        self.blocks = blocks
-        self.buf = bytearray(blocks * bs)
-        ff = b"\xff" * bs
-        for i in range(blocks):
-            self.buf[i * bs:(i + 1) * bs] = ff
-
-    def readblocks(self, block, buf, off=0):
-        o = block * self.bs + off
-        buf[:] = self.buf[o:o + len(buf)]
-
-    def writeblocks(self, block, buf, off=0):
-        o = block * self.bs + off
-        self.buf[o:o + len(buf)] = buf
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return self.blocks
-        if op == 5:
-            return self.bs
-        if op == 6:
-            self.buf[arg * self.bs:(arg + 1) * self.bs] = b"\xff" * self.bs
-            return 0
-        return None
+from ramdev import RamDev  # bench/esp32/mp/ramdev.py
 
 
 src, out, blocks = sys.argv[1], sys.argv[2], int(sys.argv[3])

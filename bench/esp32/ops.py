@@ -11,6 +11,7 @@ import gc
 import time
 
 from pos import p256, p256_gtab, p256_viper, reason, rsa, rules, sig  # noqa: F401 (the G table first, as the app does)
+from ramdev import RamDev  # bench/esp32/mp/ramdev.py
 
 with open("/rom/data/backend.txt") as _f:
     BACKEND = p256.use(_f.read().strip())  # "native" as the ESP32 board selects it
@@ -159,40 +160,6 @@ def decisions():
         if kind in out:
             total = median(out[kind][0])
             row(name, total, min(total, median(out[kind][1])), len(out[kind][0]))
-
-
-_FF = b"\xff" * 256
-
-
-class RamDev:
-    """A NOR-like block device in RAM (erase = 0xFF), for the journal."""
-
-    def __init__(self, blocks, bs=4096):
-        self.bs = bs
-        self.blocks = blocks
-        self.buf = bytearray(blocks * bs)
-        for i in range(blocks):
-            self.ioctl(6, i)
-
-    def readblocks(self, block, buf, off=0):
-        o = block * self.bs + off
-        buf[:] = self.buf[o:o + len(buf)]
-
-    def writeblocks(self, block, buf, off=0):
-        o = block * self.bs + off
-        self.buf[o:o + len(buf)] = buf
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return self.blocks
-        if op == 5:
-            return self.bs
-        if op == 6:
-            o = arg * self.bs
-            for k in range(o, o + self.bs, 256):
-                self.buf[k:k + 256] = _FF
-            return 0
-        return None
 
 
 class RomDev(RamDev):

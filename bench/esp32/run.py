@@ -135,7 +135,7 @@ def journal_data(d, tmp):
             lines.append("%s %s" % (data.hex(), bench_decision.answer(ph, data).hex()))
     src = Path(tmp) / "taps.txt"
     src.write_text("\n".join(lines) + "\n")
-    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
+    env = dict(os.environ, MICROPYPATH=":".join(str(x) for x in (ROOT / "firmware", HERE / "mp")))
     r = subprocess.run([micropython(), "-X", "heapsize=8m", str(HERE / "mkjournal.py"), str(src),
                         str(d / "journal.img"), str(JOURNAL_BLOCKS)], env=env, capture_output=True, text=True)
     if r.returncode:

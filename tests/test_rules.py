@@ -308,7 +308,12 @@ def issuer(**kw):
 good = {"issuers": [issuer()], "deny": {"wallets": [["4953535545523031", "ab" * 16]],
                                          "serials": ["4953535545523031" + "00" * 8]}}
 p = rules.Policy.from_config(good)
-assert p.deny_wallets == {bytes.fromhex("4953535545523031" + "ab" * 16)}
+assert set(p.deny_wallets) == {bytes.fromhex("4953535545523031" + "ab" * 16)}
+assert bytes.fromhex("4953535545523031" + "ab" * 16) in p.deny_wallets
+assert bytes.fromhex("4953535545523031" + "00" * 8) in p.deny_serials and len(p.deny_serials) == 1
+# In the block, but not at an entry's start: not an entry.
+assert bytes.fromhex("53535545523031" + "ab" * 16 + "00") not in rules.Keys([b"I" + bytes.fromhex("53535545523031" + "ab" * 16), bytes(24)], 24)
+assert bytes(23) not in p.deny_wallets
 bad = [
     {"deny": {}},                                            # no issuers
     {"issuers": []},

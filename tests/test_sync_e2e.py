@@ -181,7 +181,8 @@ def test_a_terminal_takes_the_largest_deny_list(tmp_path, issuer):
         assert pay(emu, till, denied, 100, "D1") == "RESULT D1 DECLINED DENY_LISTED"
         emu.set_link(False)
         for i in range(12):
-            assert pay(emu, till, ws.Phone(issuer), 100, "X%d" % i) == "RESULT X%d APPROVED %d" % (i, i + 1)
+            got = pay(emu, till, ws.Phone(issuer), 100, "X%d" % i)
+            assert got == "RESULT X%d APPROVED %d" % (i, i + 1), (got, emu.lines[-30:])
         till.close()
         emu.proc.kill()
         emu.proc.wait()

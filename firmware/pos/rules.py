@@ -97,6 +97,37 @@ def _u32(v):
     return v
 
 
+class Keys:
+    """A set of equal-length byte strings (deny-list entries) held as one bytes
+    block: a set of 100 bytes objects took three times the heap (7.5 KB in
+    the 64-bit unix port), and with a full bundle the taps after it ran out of
+    heap. `in` is a find() over the block, aligned: no allocation."""
+
+    def __init__(self, keys, size):
+        self.size = size
+        self._b = b"".join(set(keys))
+
+    def __contains__(self, key):
+        k = self.size
+        if len(key) != k:
+            return False
+        b = self._b
+        i = b.find(key)
+        while i >= 0:
+            if i % k == 0:
+                return True
+            i = b.find(key, i + 1)
+        return False
+
+    def __len__(self):
+        return len(self._b) // self.size
+
+    def __iter__(self):
+        b, k = self._b, self.size
+        for i in range(0, len(b), k):
+            yield b[i:i + k]
+
+
 class Policy:
     """What the terminal trusts: issuer public keys and the deny list."""
 
@@ -104,8 +135,8 @@ class Policy:
         self.issuers = {}
         for i in issuers:
             self.issuers[i.kid] = i
-        self.deny_wallets = set(deny_wallets)  # issuer kid (8) + wallet id (16)
-        self.deny_serials = set(deny_serials)  # issuer kid (8) + serial (8)
+        self.deny_wallets = Keys(deny_wallets, 24)  # issuer kid (8) + wallet id (16)
+        self.deny_serials = Keys(deny_serials, 16)  # issuer kid (8) + serial (8)
         # The config's credential_by_reference (PROTOCOL.md 5.7, section 7);
         # None when the dict had no say (an uplink bundle's issuers and deny
         # list): the verifier then keeps what it had.
